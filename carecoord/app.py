@@ -1,0 +1,168 @@
+"""The ASGI application: ``create_app(settings)`` wires the store, the routers and error handling.
+
+Nothing connects at import time; the engine is created here and disposed at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from carecoord import __version__
+from carecoord.db import make_engine
+from carecoord.fhir.capability import capability_statement
+from carecoord.fhir.errors import FhirError, Issue, operation_outcome
+from carecoord.fhir.router import FHIR_JSON, router
+from carecoord.fhir.store import Clock, FhirStore
+from carecoord.fhir.types import COORDINATED_TYPES
+from carecoord.fhir.validation import warm_models
+from carecoord.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("carecoord.http")
+
+_HTTP_CODES = {404: "not-found", 405: "not-supported", 401: "login", 403: "forbidden"}
+
+
+class RequestLog:
+    """Pure ASGI middleware: a request id on every response and a PHI-free access log line.
+
+    The line carries method, route template (``/fhir/{res_type}/{res_id}``), status and duration;
+    never the query string, ids or bodies, which can identify a patient.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id" and 0 < len(value) <= 64 and value.isascii():
+                request_id = value.decode()
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if log.isEnabledFor(logging.INFO):
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "(unmatched)"
+                log.info(
+                    "%s %s %s %.1fms request_id=%s",
+                    scope["method"],
+                    template,
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                    request_id,
+                )
+
+
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, clock: Clock | None = None
+) -> FastAPI:
+    """Build the application for ``settings`` (an engine may be handed in, e.g. by tests)."""
+    own_engine = engine is None
+    engine = engine or make_engine(settings.effective_database_url, pool_size=settings.db_pool_size)
+    store_args: dict[str, Any] = {
+        "retries": settings.write_retries,
+        "default_count": settings.default_page_size,
+        "max_count": settings.max_page_size,
+        "max_include": settings.max_include,
+        "base_url": settings.base_url,
+    }
+    if clock is not None:
+        store_args["clock"] = clock
+    store = FhirStore(engine, **store_args)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        warm_models(COORDINATED_TYPES)
+        yield
+        if own_engine:
+            engine.dispose()
+
+    app = FastAPI(
+        title="CareCoord",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.engine = engine
+    app.state.capability = capability_statement(store.registry, settings.base_url)
+    app.include_router(router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    @app.exception_handler(FhirError)
+    async def fhir_error(_: Request, exc: FhirError) -> Response:
+        return Response(
+            exc.outcome(), status_code=exc.status, headers=exc.headers, media_type=FHIR_JSON
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = _HTTP_CODES.get(exc.status_code, "processing")
+        detail = str(exc.detail)
+        if exc.status_code == 404 and request.url.path.startswith("/fhir"):
+            detail = "No such FHIR endpoint"
+        return Response(
+            operation_outcome([Issue(detail, code)]),
+            status_code=exc.status_code,
+            headers=dict(exc.headers or {}),
+            media_type=FHIR_JSON,
+        )
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(_: Request, exc: ClientDisconnect) -> Response:
+        # The client hung up while sending its body: nothing to answer, nothing went wrong here.
+        log.debug("client disconnected before the request body was read")
+        return Response(status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        # Type only: exception messages can carry resource content or SQL parameters.
+        log.error(
+            "unhandled %s on %s request_id=%s",
+            type(exc).__name__,
+            request.method,
+            request.scope.get("state", {}).get("request_id"),
+        )
+        return Response(
+            operation_outcome([Issue("Internal server error", "exception")]),
+            status_code=500,
+            media_type=FHIR_JSON,
+        )
+
+    app.add_middleware(RequestLog)
+    return app

@@ -1,0 +1,168 @@
+"""The ``carecoord`` command: serve, db upgrade, import."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from carecoord.settings import ConfigError, Settings, load_settings
+
+app = typer.Typer(help="CareCoord: care coordination on FHIR R4.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="TOML settings file (else CARECOORD_CONFIG_FILE).", exists=True
+    ),
+]
+
+
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, **{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _migrate(settings: Settings) -> None:
+    from carecoord.db import make_engine
+    from carecoord.migrate import upgrade
+
+    engine = make_engine(settings.effective_database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx and httpcore log every request URL at INFO/DEBUG: query strings can name a patient.
+    for noisy in ("httpx", "httpcore", "alembic.runtime.plugins"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    migrate: Annotated[bool, typer.Option(help="Create or upgrade the database first.")] = True,
+) -> None:
+    """Run the service (FHIR API at /fhir). The database is created and migrated on first start."""
+    import uvicorn
+
+    from carecoord.app import create_app
+
+    settings = _settings(config, host=host, port=port)
+    _configure_logging(settings.log_level)
+    if migrate:
+        _migrate(settings)
+    console.print(
+        f"CareCoord on http://{settings.host}:{settings.port}/fhir "
+        f"(database: {_redact(settings.effective_database_url)})"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,  # uvicorn's access log prints query strings, which can hold PHI
+        log_level=settings.log_level.lower(),
+    )
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Create the database or bring it to the newest schema."""
+    settings = _settings(config)
+    _migrate(settings)
+    console.print(f"database at the newest schema: {_redact(settings.effective_database_url)}")
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="Bundle/NDJSON files or folders.")],
+    config: ConfigOption = None,
+) -> None:
+    """Import FHIR transaction/collection Bundles, resources and NDJSON files (ids are kept)."""
+    from carecoord.db import make_engine
+    from carecoord.fhir.store import FhirStore
+    from carecoord.importer import count_resources, discover, import_paths
+
+    settings = _settings(config)
+    _configure_logging("WARNING")
+    _migrate(settings)
+    try:
+        files = discover(paths)
+    except FileNotFoundError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    engine = make_engine(settings.effective_database_url)
+    store = FhirStore(engine, retries=settings.write_retries)
+    total = count_resources(files)
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("import", total=total)
+        report = import_paths(store, files, progress=lambda n: bar.advance(task, n))
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+
+    table = Table(title=f"Imported {len(files)} file(s)")
+    for column in ("type", "created", "updated", "unchanged"):
+        table.add_column(column, justify="right" if column != "type" else "left")
+    types = sorted(set(report.created) | set(report.updated) | set(report.unchanged))
+    for res_type in types:
+        table.add_row(
+            res_type,
+            str(report.created[res_type]),
+            str(report.updated[res_type]),
+            str(report.unchanged[res_type]),
+        )
+    table.add_row(
+        "total",
+        str(sum(report.created.values())),
+        str(sum(report.updated.values())),
+        str(sum(report.unchanged.values())),
+        style="bold",
+    )
+    Console().print(table)
+    rate = report.resources / elapsed if elapsed > 0 else 0.0
+    console.print(f"{report.resources} resources in {elapsed:.1f} s ({rate:,.0f} resources/s)")
+    for label, message in report.errors:
+        console.print(f"[red]failed[/red] {label}: {message}")
+    if report.errors:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

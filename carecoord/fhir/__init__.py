@@ -1,0 +1,1 @@
+"""The FHIR edge: versioned store with search index, REST router, bundles, OperationOutcome."""

@@ -1,0 +1,397 @@
+"""The FHIR REST API at ``/fhir``: routes translate HTTP to store calls and back, nothing more.
+
+Reads and searches return stored JSON bytes; only writes parse and validate. Errors are raised as
+:class:`~carecoord.fhir.errors.FhirError` and rendered as OperationOutcome by the app's handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from carecoord.fhir.bundles import parse_etag, process_batch, process_transaction
+from carecoord.fhir.errors import (
+    InvalidRequest,
+    NotAcceptable,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from carecoord.fhir.search import SearchPage, SearchQuery
+from carecoord.fhir.store import FhirStore, HistoryPage, StoredResource, WriteResult
+from carecoord.fhir.validation import check_type, parse_json, validate_resource
+from carecoord.fhir.values import format_instant
+
+__all__ = ["FHIR_JSON", "router"]
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+_JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+_JSON_FORMATS = ("json", *_JSON_TYPES)
+
+router = APIRouter(prefix="/fhir")
+T = TypeVar("T")
+
+
+async def get_store(request: Request) -> FhirStore:
+    """The app's store (async: FastAPI runs sync dependencies in the threadpool, a hop per call)."""
+    store: FhirStore = request.app.state.store
+    return store
+
+
+StoreDep = Annotated[FhirStore, Depends(get_store)]
+
+
+def base_url(request: Request) -> str:
+    configured: str | None = request.app.state.settings.base_url
+    if configured:
+        return configured.rstrip("/")
+    return str(request.base_url).rstrip("/") + "/fhir"
+
+
+def _check_format(request: Request) -> None:
+    fmt = request.query_params.get("_format")
+    if fmt is not None and fmt.split(";")[0].strip() not in _JSON_FORMATS:
+        raise NotAcceptable(f"_format={fmt} is not supported; this server speaks FHIR JSON")
+    accept = request.headers.get("accept")
+    if accept and "xml" in accept and not any(t in accept for t in (*_JSON_TYPES, "*/*")):
+        raise NotAcceptable("This server answers in FHIR JSON only (application/fhir+json)")
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused with 413 past the configured limit and 415 if not JSON."""
+    limit: int = request.app.state.settings.max_body_bytes
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";")[0].strip().lower()
+    if media and media not in _JSON_TYPES and media != "application/x-www-form-urlencoded":
+        raise UnsupportedMediaType(
+            f"Content-Type {media!r} is not supported; send application/fhir+json"
+        )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+BodyDep = Annotated[bytes, Depends(read_body)]
+
+
+def _prefer(request: Request) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in request.headers.get("prefer", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key:
+            out[key.lower()] = value.strip().strip('"')
+    return out
+
+
+def _resource_response(
+    stored: StoredResource,
+    status: int = 200,
+    *,
+    request: Request | None = None,
+    created: bool = False,
+) -> Response:
+    headers = {"ETag": stored.etag, "Last-Modified": stored.last_modified}
+    if created or status == 201:
+        assert request is not None
+        headers["Location"] = f"{base_url(request)}/{stored.location}"
+    prefer = _prefer(request).get("return") if request is not None else None
+    if prefer == "minimal" and request is not None and request.method != "GET":
+        return Response(status_code=status, headers=headers)
+    return Response(stored.content, status_code=status, headers=headers, media_type=FHIR_JSON)
+
+
+def _write_response(result: WriteResult, request: Request) -> Response:
+    return _resource_response(
+        result.resource, result.status, request=request, created=result.created
+    )
+
+
+def _body_resource(body: bytes, request: Request, res_type: str) -> dict[str, Any]:
+    data = parse_json(body, max_depth=request.app.state.settings.max_json_depth)
+    _, resource = validate_resource(data, expected_type=res_type)
+    return resource
+
+
+def _query_pairs(request: Request) -> list[tuple[str, str]]:
+    return list(request.query_params.multi_items())
+
+
+# --- whole system ---------------------------------------------------------------------------
+
+
+@router.get("/metadata")
+def metadata(request: Request) -> Response:
+    _check_format(request)
+    return Response(request.app.state.capability, media_type=FHIR_JSON)
+
+
+@router.post("")
+@router.post("/")
+def bundle(request: Request, store: StoreDep, body: BodyDep) -> Response:
+    data = parse_json(body, max_depth=request.app.state.settings.max_json_depth)
+    if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
+        raise InvalidRequest("POST to the base expects a Bundle of type transaction or batch")
+    kind = data.get("type")
+    include = _prefer(request).get("return") == "representation"
+    base = base_url(request)
+    if kind == "transaction":
+        result = process_transaction(store, data, base=base, include_resources=include)
+    elif kind == "batch":
+        result = process_batch(store, data, base=base, include_resources=include)
+    else:
+        raise InvalidRequest(f"Bundle.type must be transaction or batch, not {kind!r}")
+    return Response(result.body, status_code=result.status, media_type=FHIR_JSON)
+
+
+@router.get("/_history")
+def history_system(request: Request, store: StoreDep) -> Response:
+    return _history(request, store, None, None)
+
+
+# --- type level -----------------------------------------------------------------------------
+
+
+def _search(
+    request: Request, store: StoreDep, res_type: str, params: list[tuple[str, str]]
+) -> Response:
+    _check_format(request)
+    check_type(res_type)
+    lenient = _prefer(request).get("handling") == "lenient"
+    query = store.parse(res_type, params, lenient=lenient)
+    page = store.search(query)
+    return Response(_searchset(request, res_type, query, page), media_type=FHIR_JSON)
+
+
+@router.get("/{res_type}")
+def search_get(res_type: str, request: Request, store: StoreDep) -> Response:
+    return _search(request, store, res_type, _query_pairs(request))
+
+
+@router.post("/{res_type}/_search")
+def search_post(res_type: str, request: Request, store: StoreDep, body: BodyDep) -> Response:
+    params = _query_pairs(request) + parse_qsl(
+        body.decode("utf-8", "replace"), keep_blank_values=True
+    )
+    return _search(request, store, res_type, params)
+
+
+@router.post("/{res_type}")
+def create(res_type: str, request: Request, store: StoreDep, body: BodyDep) -> Response:
+    check_type(res_type)
+    resource = _body_resource(body, request, res_type)
+    resource.pop("id", None)  # the server assigns ids on create
+    condition = request.headers.get("if-none-exist")
+    if_none_exist = parse_qsl(condition.lstrip("?"), keep_blank_values=True) if condition else None
+    if condition is not None and not if_none_exist:
+        raise InvalidRequest("If-None-Exist must carry search parameters")
+    return _write_response(store.create(res_type, resource, if_none_exist=if_none_exist), request)
+
+
+@router.put("/{res_type}")
+def conditional_update(res_type: str, request: Request, store: StoreDep, body: BodyDep) -> Response:
+    check_type(res_type)
+    params = _query_pairs(request)
+    if not params:
+        raise InvalidRequest("PUT on a type needs search parameters (conditional update)")
+    resource = _body_resource(body, request, res_type)
+    if_match = _if_match(request)
+    return _write_response(
+        store.conditional_update(res_type, params, resource, if_match=if_match), request
+    )
+
+
+@router.get("/{res_type}/_history")
+def history_type(res_type: str, request: Request, store: StoreDep) -> Response:
+    check_type(res_type)
+    return _history(request, store, res_type, None)
+
+
+# --- instance level -------------------------------------------------------------------------
+
+
+async def _blocking(store: FhirStore, call: Callable[[], T]) -> T:
+    """Run a store call inline when the store says it cannot block, else in the threadpool."""
+    if store.inline_reads:
+        return call()
+    return await run_in_threadpool(call)
+
+
+@router.get("/{res_type}/{res_id}")
+async def read(res_type: str, res_id: str, request: Request, store: StoreDep) -> Response:
+    _check_format(request)
+    check_type(res_type)
+    stored = await _blocking(store, lambda: store.read(res_type, res_id))
+    if request.headers.get("if-none-match") == stored.etag:
+        return Response(status_code=304, headers={"ETag": stored.etag})
+    return _resource_response(stored)
+
+
+def _if_match(request: Request) -> int | None:
+    header = request.headers.get("if-match")
+    return parse_etag(header) if header else None
+
+
+@router.put("/{res_type}/{res_id}")
+def update(
+    res_type: str, res_id: str, request: Request, store: StoreDep, body: BodyDep
+) -> Response:
+    check_type(res_type)
+    resource = _body_resource(body, request, res_type)
+    body_id = resource.get("id")
+    if body_id is None:
+        raise InvalidRequest(f"The resource must carry id {res_id!r} to match the URL")
+    if body_id != res_id:
+        raise InvalidRequest(f"Resource id {body_id!r} does not match the URL id {res_id!r}")
+    return _write_response(
+        store.update(res_type, res_id, resource, if_match=_if_match(request)), request
+    )
+
+
+@router.delete("/{res_type}/{res_id}")
+def delete(res_type: str, res_id: str, request: Request, store: StoreDep) -> Response:
+    check_type(res_type)
+    result = store.delete(res_type, res_id)
+    return Response(status_code=204, headers={"ETag": result.resource.etag})
+
+
+@router.get("/{res_type}/{res_id}/_history")
+def history_instance(res_type: str, res_id: str, request: Request, store: StoreDep) -> Response:
+    check_type(res_type)
+    return _history(request, store, res_type, res_id)
+
+
+@router.get("/{res_type}/{res_id}/_history/{version}")
+async def vread(
+    res_type: str, res_id: str, version: str, request: Request, store: StoreDep
+) -> Response:
+    _check_format(request)
+    check_type(res_type)
+    if not version.isdigit():
+        raise InvalidRequest(f"Version must be a number, not {version!r}")
+    stored = await _blocking(store, lambda: store.vread(res_type, res_id, int(version)))
+    return _resource_response(stored)
+
+
+# --- bundles out ----------------------------------------------------------------------------
+
+
+def _link(request: Request, path: str, params: list[tuple[str, str]]) -> str:
+    query = urlencode(params)
+    return f"{base_url(request)}/{path}" + (f"?{query}" if query else "")
+
+
+def _shape(content: bytes, query: SearchQuery) -> bytes | orjson.Fragment:
+    if query.elements is None and query.summary != "data":
+        return orjson.Fragment(content)
+    data = orjson.loads(content)
+    if query.summary == "data":
+        data.pop("text", None)
+    if query.elements is not None:
+        keep = {"resourceType", "id", "meta", *query.elements}
+        data = {k: v for k, v in data.items() if k in keep}
+    meta = data.setdefault("meta", {})
+    meta.setdefault("tag", []).append(
+        {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+    )
+    return orjson.dumps(data)
+
+
+def _searchset(request: Request, res_type: str, query: SearchQuery, page: SearchPage) -> bytes:
+    base = base_url(request)
+    links = [{"relation": "self", "url": _link(request, res_type, query.params)}]
+    if page.next_cursor:
+        links.append(
+            {
+                "relation": "next",
+                "url": _link(request, res_type, [*query.params, ("_cursor", page.next_cursor)]),
+            }
+        )
+    entries: list[dict[str, Any]] = []
+    for t, rid, content in page.matches:
+        shaped = _shape(content, query)
+        resource = shaped if isinstance(shaped, orjson.Fragment) else orjson.Fragment(shaped)
+        entries.append(
+            {"fullUrl": f"{base}/{t}/{rid}", "resource": resource, "search": {"mode": "match"}}
+        )
+    for t, rid, content in page.included:
+        entries.append(
+            {
+                "fullUrl": f"{base}/{t}/{rid}",
+                "resource": orjson.Fragment(content),
+                "search": {"mode": "include"},
+            }
+        )
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if page.total is not None:
+        bundle["total"] = page.total
+    bundle["link"] = links
+    if entries:
+        bundle["entry"] = entries
+    return orjson.dumps(bundle)
+
+
+def _history(
+    request: Request, store: FhirStore, res_type: str | None, res_id: str | None
+) -> Response:
+    _check_format(request)
+    params = request.query_params
+    known = {"_count", "_since", "_cursor", "_format", "_pretty"}
+    unknown = [k for k in params if k not in known]
+    if unknown:
+        raise InvalidRequest(f"Unsupported history parameter(s): {', '.join(sorted(unknown))}")
+    count = None
+    if "_count" in params:
+        if not params["_count"].isdigit():
+            raise InvalidRequest("_count must be a whole number")
+        count = int(params["_count"])
+    page = store.history(
+        res_type, res_id, since=params.get("_since"), count=count, cursor=params.get("_cursor")
+    )
+    path = "/".join(p for p in (res_type, res_id, "_history") if p)
+    return Response(_history_bundle(request, path, page), media_type=FHIR_JSON)
+
+
+def _history_bundle(request: Request, path: str, page: HistoryPage) -> bytes:
+    base = base_url(request)
+    own = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
+    links = [{"relation": "self", "url": _link(request, path, own)}]
+    if page.next_cursor:
+        links.append(
+            {"relation": "next", "url": _link(request, path, [*own, ("_cursor", page.next_cursor)])}
+        )
+    entries: list[dict[str, Any]] = []
+    for item in page.entries:
+        r = item.resource
+        url = f"{r.res_type}/{r.res_id}"
+        entry: dict[str, Any] = {"fullUrl": f"{base}/{url}"}
+        if r.content is not None:
+            entry["resource"] = orjson.Fragment(r.content)
+        status = {"POST": "201 Created", "PUT": "200 OK", "DELETE": "204 No Content"}[item.method]
+        if item.method == "PUT" and r.version_id == 1:
+            status = "201 Created"
+        entry["request"] = {
+            "method": item.method,
+            "url": url if item.method != "POST" else r.res_type,
+        }
+        entry["response"] = {
+            "status": status,
+            "etag": r.etag,
+            "lastModified": format_instant(r.last_updated),
+        }
+        entries.append(entry)
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "history", "link": links}
+    if entries:
+        bundle["entry"] = entries
+    return orjson.dumps(bundle)

@@ -1,0 +1,571 @@
+"""The versioned FHIR resource store.
+
+Every write runs through a :class:`Writer` inside one database transaction (``FhirStore.write``),
+retried as a whole on serialization conflicts: the resource row, its version row and its
+search-index rows change together or not at all. The store trusts its input: validation happens at
+the edge (the REST router, the bundle processor and the importer call
+:mod:`carecoord.fhir.validation`).
+
+Concurrency: on SQLite writers are serialised by ``BEGIN IMMEDIATE``. On PostgreSQL an update locks
+the resource row (``FOR UPDATE``) so versions have no gaps and ``If-Match`` is exact, and a
+conditional create or update takes a transaction advisory lock on its normalised query so that
+concurrent identical requests make one resource.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy import Connection, Engine, and_, or_, select
+
+from carecoord.db import RetryableConflict, is_postgres, read_connection, run_write
+from carecoord.fhir.errors import Conflict, Gone, InvalidRequest, NotFound, PreconditionFailed
+from carecoord.fhir.search import (
+    SearchPage,
+    SearchQuery,
+    find_ids,
+    parse_search,
+    run_search,
+)
+from carecoord.fhir.searchparams import KINDS, SearchRegistry, default_registry, extract_index
+from carecoord.fhir.sql import Dialect, dialect_sql
+from carecoord.fhir.tables import resource_versions, resources
+from carecoord.fhir.values import date_range, format_instant, to_micros
+
+__all__ = [
+    "Clock",
+    "FhirStore",
+    "HistoryEntry",
+    "HistoryPage",
+    "StoredResource",
+    "WriteResult",
+    "Writer",
+    "new_id",
+]
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """A server-assigned logical id."""
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One version of a resource as stored: its JSON bytes and version metadata."""
+
+    res_type: str
+    res_id: str
+    version_id: int
+    last_updated: int  # microseconds since the epoch
+    content: bytes | None  # None for a deletion
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+    @property
+    def last_modified(self) -> str:
+        moment = datetime.fromtimestamp(self.last_updated / 1_000_000, UTC)
+        return format_datetime(moment, usegmt=True)
+
+    @property
+    def location(self) -> str:
+        return f"{self.res_type}/{self.res_id}/_history/{self.version_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What a write did: ``created`` (201), updated or found (200), ``unchanged`` (no version)."""
+
+    resource: StoredResource
+    created: bool = False
+    unchanged: bool = False
+
+    @property
+    def status(self) -> int:
+        return 201 if self.created else 200
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    resource: StoredResource
+    method: str  # POST, PUT or DELETE
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    entries: list[HistoryEntry]
+    next_cursor: str | None
+
+
+def _with_meta(
+    res_type: str, res_id: str, resource: dict[str, Any], version: int, now: int
+) -> bytes:
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = format_instant(now)
+    body: dict[str, Any] = {"resourceType": res_type, "id": res_id, "meta": meta}
+    for key, value in resource.items():
+        if key not in body:
+            body[key] = value
+    return orjson.dumps(body)
+
+
+def _same_content(stored: bytes | None, resource: dict[str, Any]) -> bool:
+    if stored is None:
+        return False
+    old = orjson.loads(stored)
+    old_meta = {k: v for k, v in (old.pop("meta", None) or {}).items() if k not in _SERVER_META}
+    new = dict(resource)
+    new_meta = {k: v for k, v in (new.pop("meta", None) or {}).items() if k not in _SERVER_META}
+    new.setdefault("id", old.get("id"))
+    return bool(old == new and old_meta == new_meta)
+
+
+_SERVER_META = ("versionId", "lastUpdated")
+
+
+class Writer:
+    """Writes inside one open transaction; obtained from :meth:`FhirStore.write`.
+
+    Version rows and search-index rows are buffered and written in batches by :meth:`flush`, which
+    runs before every search inside the transaction and when the unit of work ends.
+    """
+
+    def __init__(self, store: FhirStore, conn: Connection) -> None:
+        self.store = store
+        self.conn = conn
+        self.now = to_micros(store.clock())
+        self._pg = is_postgres(conn)
+        self._sql = dialect_sql(self._pg)
+        self._db: Any = conn.connection.driver_connection
+        self._versions: list[tuple[Any, ...]] = []
+        self._index: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in KINDS}
+
+    def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
+        cur = self._db.execute(sql, params)
+        try:
+            return cur.fetchone()
+        finally:
+            cur.close()
+
+    def flush(self) -> None:
+        """Write buffered version and index rows."""
+        if self._versions:
+            cur = self._db.cursor()
+            cur.executemany(self._sql.insert_version, self._versions)
+            cur.close()
+            self._versions = []
+        for kind, rows in self._index.items():
+            if rows:
+                cur = self._db.cursor()
+                cur.executemany(self._sql.index_insert[kind], rows)
+                cur.close()
+                self._index[kind] = []
+
+    # -- conditional lookups ------------------------------------------------------------------
+
+    def lock(self, key: str) -> None:
+        """Serialise writers that use the same key until this transaction ends (PostgreSQL)."""
+        if self._pg:
+            digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+            self._one(self._sql.advisory_lock, (digest - (1 << 63),))
+
+    def lock_rows(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Lock the current rows of these resources in sorted order (PostgreSQL; SQLite writers
+        are already serialised)."""
+        if self._pg:
+            for key in sorted(keys):
+                self._one(self._sql.lock_current, key)
+
+    def find(self, res_type: str, params: Sequence[tuple[str, str]], limit: int = 2) -> list[str]:
+        """Ids of resources matching a conditional query (at most ``limit``)."""
+        query = self.store.parse(res_type, params)
+        if not query.conditions:
+            raise InvalidRequest("A conditional interaction needs at least one search parameter")
+        self.flush()
+        return [res_id for _, res_id in find_ids(self.conn, query, limit)]
+
+    def _locked_find(self, res_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
+        self.lock(res_type + "?" + "&".join(f"{k}={v}" for k, v in sorted(params)))
+        return self.find(res_type, params)
+
+    # -- interactions --------------------------------------------------------------------------
+
+    def create(
+        self,
+        res_type: str,
+        resource: dict[str, Any],
+        *,
+        if_none_exist: Sequence[tuple[str, str]] | None = None,
+        res_id: str | None = None,
+    ) -> WriteResult:
+        """Create with a new id (or ``res_id``); with ``if_none_exist`` return the one match."""
+        if if_none_exist:
+            found = self._locked_find(res_type, if_none_exist)
+            if len(found) > 1:
+                raise PreconditionFailed(
+                    f"Conditional create matched {len(found)} {res_type} resources"
+                )
+            if found:
+                return WriteResult(self.read(res_type, found[0]))
+        if res_id is not None and self._exists(res_type, res_id):
+            raise Conflict(f"{res_type}/{res_id} already exists")
+        return WriteResult(
+            self._insert(res_type, res_id or new_id(), resource, "POST"), created=True
+        )
+
+    def update(
+        self,
+        res_type: str,
+        res_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        """Update (or create with this id); ``if_match`` demands the current version."""
+        row = self._one(self._sql.lock_current, (res_type, res_id))
+        if row is None:
+            if if_match is not None:
+                raise PreconditionFailed(
+                    f'{res_type}/{res_id} does not exist; If-Match W/"{if_match}" cannot hold'
+                )
+            return WriteResult(self._insert(res_type, res_id, resource, "PUT"), created=True)
+        rid, version, deleted, last_updated, stored = row
+        stored = self._sql.content_value(stored)
+        if if_match is not None and if_match != version:
+            raise PreconditionFailed(
+                f"Version conflict on {res_type}/{res_id}: current version is {version}, "
+                f"If-Match asked for {if_match}"
+            )
+        if not deleted and _same_content(stored, resource):
+            current = StoredResource(res_type, res_id, version, last_updated, stored)
+            return WriteResult(current, unchanged=True)
+        version += 1
+        content = _with_meta(res_type, res_id, resource, version, self.now)
+        self._one_write(
+            self._sql.update_resource,
+            (version, self.now, False, self._sql.content_param(content), rid),
+        )
+        self._version_row(rid, res_type, res_id, version, "PUT", content)
+        self._clear_index(rid)
+        self._index_rows(rid, res_type, content)
+        return WriteResult(
+            StoredResource(res_type, res_id, version, self.now, content), created=bool(deleted)
+        )
+
+    def conditional_update(
+        self,
+        res_type: str,
+        params: Sequence[tuple[str, str]],
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        """PUT Type?query: update the one match, create when none, 412 when several."""
+        found = self._locked_find(res_type, params)
+        if len(found) > 1:
+            raise PreconditionFailed(
+                f"Conditional update matched {len(found)} {res_type} resources"
+            )
+        body_id = resource.get("id")
+        if found:
+            if body_id and body_id != found[0]:
+                raise InvalidRequest(
+                    f"Resource id {body_id!r} differs from the matched resource {found[0]!r}"
+                )
+            return self.update(res_type, found[0], resource, if_match=if_match)
+        return self.create(res_type, resource, res_id=body_id or None)
+
+    def delete(self, res_type: str, res_id: str) -> WriteResult:
+        """Logical delete: a new version marked deleted; reads then answer 410."""
+        row = self._one(self._sql.lock_current, (res_type, res_id))
+        if row is None:
+            raise NotFound(f"{res_type}/{res_id} not found")
+        rid, version, deleted, last_updated, _ = row
+        if deleted:
+            return WriteResult(
+                StoredResource(res_type, res_id, version, last_updated, None), unchanged=True
+            )
+        version += 1
+        self._one_write(self._sql.update_resource, (version, self.now, True, None, rid))
+        self._version_row(rid, res_type, res_id, version, "DELETE", None)
+        self._clear_index(rid)
+        return WriteResult(StoredResource(res_type, res_id, version, self.now, None))
+
+    def read(self, res_type: str, res_id: str) -> StoredResource:
+        return _read_row(self._sql, res_type, res_id, self._one(self._sql.read, (res_type, res_id)))
+
+    def types_with_id(self, res_id: str) -> list[str]:
+        """Types that have a live resource with this id (to resolve a bare ``urn:uuid``)."""
+        cur = self._db.execute(self._sql.types_with_id, (res_id, False))
+        try:
+            return [row[0] for row in cur.fetchall()]
+        finally:
+            cur.close()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _one_write(self, sql: str, params: tuple[Any, ...]) -> None:
+        self._db.execute(sql, params).close()
+
+    def _exists(self, res_type: str, res_id: str) -> bool:
+        return self._one(self._sql.exists, (res_type, res_id)) is not None
+
+    def _insert(
+        self, res_type: str, res_id: str, resource: dict[str, Any], method: str
+    ) -> StoredResource:
+        content = _with_meta(res_type, res_id, resource, 1, self.now)
+        try:
+            row = self._one(
+                self._sql.insert_resource,
+                (res_type, res_id, self.now, False, self._sql.content_param(content)),
+            )
+        except Exception as exc:
+            if _is_unique_violation(exc):
+                # Another writer created the same id first: run the whole unit again.
+                raise RetryableConflict(f"{res_type}/{res_id} was created concurrently") from exc
+            raise
+        rid = row[0]
+        self._version_row(rid, res_type, res_id, 1, method, content)
+        self._index_rows(rid, res_type, content)
+        return StoredResource(res_type, res_id, 1, self.now, content)
+
+    def _version_row(
+        self, rid: int, res_type: str, res_id: str, version: int, method: str, content: bytes | None
+    ) -> None:
+        self._versions.append(
+            (rid, version, res_type, res_id, self.now, method, self._sql.content_param(content))
+        )
+
+    def _clear_index(self, rid: int) -> None:
+        for kind, rows in self._index.items():
+            if rows:
+                self._index[kind] = [r for r in rows if r[0] != rid]
+        for sql in self._sql.index_delete.values():
+            self._one_write(sql, (rid,))
+
+    def _index_rows(self, rid: int, res_type: str, content: bytes) -> None:
+        rows = extract_index(res_type, orjson.loads(content), self.store.registry)
+        for kind, kind_rows in rows.items():
+            if kind_rows:
+                self._index[kind].extend((rid, res_type, *row) for row in kind_rows)
+
+
+def _is_unique_violation(exc: Exception) -> bool:
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate == "23505":
+        return True
+    return type(exc).__name__ == "IntegrityError" and "UNIQUE" in str(exc)
+
+
+def _read_row(sql: Dialect, res_type: str, res_id: str, row: Any) -> StoredResource:
+    if row is None:
+        raise NotFound(f"{res_type}/{res_id} not found")
+    version, last_updated, deleted, content = row
+    if deleted:
+        raise Gone(f"{res_type}/{res_id} was deleted", headers={"ETag": f'W/"{version}"'})
+    return StoredResource(res_type, res_id, version, last_updated, sql.content_value(content))
+
+
+class FhirStore:
+    """Versioned FHIR resources with a search index, on one SQLAlchemy engine."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        registry: SearchRegistry | None = None,
+        clock: Clock = _utc_now,
+        retries: int = 8,
+        default_count: int = 50,
+        max_count: int = 1000,
+        max_include: int = 1000,
+        base_url: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.registry = registry or default_registry()
+        self.clock = clock
+        self.retries = retries
+        self.default_count = default_count
+        self.max_count = max_count
+        self.max_include = max_include
+        self.base_url = base_url
+        self._sql = dialect_sql(engine.dialect.name == "postgresql")
+        #: A point read on SQLite (WAL) takes microseconds and never waits for a writer, so the
+        #: API runs it on the event loop; on PostgreSQL it is a network round trip (threadpool).
+        self.inline_reads = engine.dialect.name == "sqlite"
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def write(self, work: Callable[[Writer], T]) -> T:
+        """Run ``work`` with a Writer in one transaction, retried whole on conflicts."""
+
+        def unit(conn: Connection) -> T:
+            writer = Writer(self, conn)
+            result = work(writer)
+            writer.flush()
+            return result
+
+        return run_write(self.engine, unit, retries=self.retries)
+
+    def create(
+        self,
+        res_type: str,
+        resource: dict[str, Any],
+        *,
+        if_none_exist: Sequence[tuple[str, str]] | None = None,
+    ) -> WriteResult:
+        return self.write(lambda w: w.create(res_type, resource, if_none_exist=if_none_exist))
+
+    def update(
+        self, res_type: str, res_id: str, resource: dict[str, Any], *, if_match: int | None = None
+    ) -> WriteResult:
+        return self.write(lambda w: w.update(res_type, res_id, resource, if_match=if_match))
+
+    def conditional_update(
+        self,
+        res_type: str,
+        params: Sequence[tuple[str, str]],
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+    ) -> WriteResult:
+        return self.write(
+            lambda w: w.conditional_update(res_type, params, resource, if_match=if_match)
+        )
+
+    def delete(self, res_type: str, res_id: str) -> WriteResult:
+        return self.write(lambda w: w.delete(res_type, res_id))
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def read(self, res_type: str, res_id: str) -> StoredResource:
+        row = self._fetch_one(self._sql.read, (res_type, res_id))
+        return _read_row(self._sql, res_type, res_id, row)
+
+    def _fetch_one(self, sql: str, params: tuple[Any, ...]) -> Any:
+        """One row from a pooled driver connection, outside SQLAlchemy's statement layer."""
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.driver_connection.execute(sql, params)  # type: ignore[union-attr]
+            row = cur.fetchone()
+            cur.close()
+            raw.rollback()
+        finally:
+            raw.close()
+        return row
+
+    def vread(self, res_type: str, res_id: str, version: int) -> StoredResource:
+        row = self._fetch_one(self._sql.vread, (res_type, res_id, version))
+        if row is None:
+            raise NotFound(f"{res_type}/{res_id}/_history/{version} not found")
+        last_updated, method, content = row
+        if method == "DELETE":
+            raise Gone(f"{res_type}/{res_id} version {version} is a deletion")
+        return StoredResource(
+            res_type, res_id, version, last_updated, self._sql.content_value(content)
+        )
+
+    def parse(
+        self,
+        res_type: str,
+        params: Sequence[tuple[str, str]],
+        *,
+        lenient: bool = False,
+    ) -> SearchQuery:
+        return parse_search(
+            res_type,
+            params,
+            self.registry,
+            default_count=self.default_count,
+            max_count=self.max_count,
+            base_url=self.base_url,
+            lenient=lenient,
+        )
+
+    def search(self, query: SearchQuery) -> SearchPage:
+        with read_connection(self.engine) as conn:
+            return run_search(conn, query, max_include=self.max_include)
+
+    def history(
+        self,
+        res_type: str | None = None,
+        res_id: str | None = None,
+        *,
+        since: str | None = None,
+        count: int | None = None,
+        cursor: str | None = None,
+    ) -> HistoryPage:
+        """Versions newest first: of one resource, one type, or everything."""
+        v = resource_versions
+        limit = min(count if count is not None else self.default_count, self.max_count)
+        stmt = select(
+            v.c.res_type,
+            v.c.res_id,
+            v.c.version_id,
+            v.c.last_updated,
+            v.c.method,
+            v.c.content,
+            v.c.rid,
+        )
+        with read_connection(self.engine) as conn:
+            if res_id is not None:
+                assert res_type is not None
+                rid = conn.execute(
+                    select(resources.c.rid).where(
+                        resources.c.res_type == res_type, resources.c.res_id == res_id
+                    )
+                ).scalar()
+                if rid is None:
+                    raise NotFound(f"{res_type}/{res_id} not found")
+                stmt = stmt.where(v.c.rid == rid)
+            elif res_type is not None:
+                stmt = stmt.where(v.c.res_type == res_type)
+            if since:
+                try:
+                    stmt = stmt.where(v.c.last_updated >= date_range(since)[0])
+                except ValueError as exc:
+                    raise InvalidRequest(f"_since must be a FHIR instant: {since!r}") from exc
+            if cursor:
+                last, rid_c, ver = _decode_history_cursor(cursor)
+                stmt = stmt.where(
+                    or_(
+                        v.c.last_updated < last,
+                        and_(v.c.last_updated == last, v.c.rid < rid_c),
+                        and_(v.c.last_updated == last, v.c.rid == rid_c, v.c.version_id < ver),
+                    )
+                )
+            stmt = stmt.order_by(
+                v.c.last_updated.desc(), v.c.rid.desc(), v.c.version_id.desc()
+            ).limit(limit + 1)
+            rows = conn.execute(stmt).all()
+        next_cursor = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            last_row = rows[-1]
+            next_cursor = f"{last_row[3]}.{last_row[6]}.{last_row[2]}"
+        entries = [HistoryEntry(StoredResource(r[0], r[1], r[2], r[3], r[5]), r[4]) for r in rows]
+        return HistoryPage(entries, next_cursor)
+
+
+def _decode_history_cursor(cursor: str) -> tuple[int, int, int]:
+    try:
+        last, rid, ver = (int(part) for part in cursor.split("."))
+    except ValueError as exc:
+        raise InvalidRequest("Invalid history paging cursor") from exc
+    return last, rid, ver

@@ -1,0 +1,108 @@
+"""Service settings from ``CARECOORD_*`` environment variables and an optional TOML file.
+
+Nothing is read at import time: call :func:`load_settings` (the CLI and ``create_app`` do).
+The TOML file is named by ``CARECOORD_CONFIG_FILE`` (or ``--config`` on the CLI); environment
+variables override it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ConfigError", "Settings", "load_settings"]
+
+
+class ConfigError(Exception):
+    """A configuration file or variable is invalid; the message names the file and field."""
+
+
+def _default_data_dir() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "carecoord"
+
+
+class Settings(BaseSettings):
+    """Everything the service can be configured with."""
+
+    model_config = SettingsConfigDict(env_prefix="CARECOORD_", extra="forbid")
+
+    data_dir: Path = Field(
+        default_factory=_default_data_dir, description="Folder for the SQLite file."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default: SQLite file carecoord.db in data_dir. "
+        "PostgreSQL: postgresql+psycopg://user@host:5432/dbname",
+    )
+    base_url: str | None = Field(
+        default=None,
+        description="Public base URL of the FHIR API (e.g. https://cc.example.org/fhir); "
+        "default: taken from each request.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="Larger bodies get 413."
+    )
+    max_json_depth: int = Field(default=64, ge=8, le=1000, description="Deeper JSON gets 400.")
+    default_page_size: int = Field(default=50, ge=1)
+    max_page_size: int = Field(default=1000, ge=1)
+    max_include: int = Field(
+        default=1000, ge=0, description="Most resources added by _include/_revinclude."
+    )
+    db_pool_size: int = Field(default=10, ge=1)
+    write_retries: int = Field(
+        default=8, ge=0, description="Retries of a write on a serialization conflict."
+    )
+    log_level: str = "INFO"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'carecoord.db'}"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings: TOML file (if any) < environment < explicit overrides.
+
+    Raises :class:`ConfigError` naming the file and field on any invalid value.
+    """
+    path = config_file or (
+        Path(os.environ["CARECOORD_CONFIG_FILE"])
+        if os.environ.get("CARECOORD_CONFIG_FILE")
+        else None
+    )
+    file_values: dict[str, Any] = {}
+    source = "environment"
+    if path is not None:
+        source = str(path)
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: file not found") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        file_values = data.get("carecoord", data)
+        if not isinstance(file_values, dict):
+            raise ConfigError(f"{path}: [carecoord] must be a table")
+    # Keyword arguments outrank the environment in pydantic-settings, so drop file values that the
+    # environment sets: the documented order is file < environment < explicit overrides.
+    merged = {k: v for k, v in file_values.items() if f"CARECOORD_{k.upper()}" not in os.environ}
+    merged.update(overrides)
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from exc

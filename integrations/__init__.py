@@ -1,0 +1,1 @@
+"""EHR vendor and feed integrations: one package per vendor; quirks live here and nowhere else."""
