@@ -1,0 +1,92 @@
+"""Engine set-up, migrations and the retry of conflicting write transactions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import OperationalError
+
+from carecoord.db import RetryableConflict, make_engine, run_write
+from carecoord.migrate import upgrade
+
+
+class _SerializationFailure(Exception):
+    sqlstate = "40001"
+
+
+def test_migrations_create_every_table_and_are_idempotent(migrated_engine: Engine) -> None:
+    upgrade(migrated_engine)  # a second run changes nothing and does not fail
+    tables = set(inspect(migrated_engine).get_table_names())
+    assert {
+        "resources",
+        "resource_versions",
+        "idx_token",
+        "idx_string",
+        "idx_reference",
+        "idx_date",
+        "idx_number",
+        "alembic_version",
+    } <= tables
+    with migrated_engine.connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+
+
+def test_sqlite_file_is_created_in_wal_mode(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'new' / 'cc.db'}")
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+    assert (tmp_path / "new" / "cc.db").exists()
+    engine.dispose()
+
+
+def test_run_write_retries_serialization_failures(engine: Engine) -> None:
+    attempts: list[int] = []
+
+    def work(conn: object) -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise OperationalError(
+                "UPDATE ...", {}, _SerializationFailure("could not serialize access")
+            )
+        return "done"
+
+    assert run_write(engine, work) == "done"
+    assert len(attempts) == 3
+
+
+def test_run_write_gives_up_after_the_retry_budget(engine: Engine) -> None:
+    def work(conn: object) -> None:
+        raise RetryableConflict("always")
+
+    with pytest.raises(RetryableConflict):
+        run_write(engine, work, retries=2)
+
+
+def test_run_write_does_not_retry_other_errors(engine: Engine) -> None:
+    attempts: list[int] = []
+
+    def work(conn: object) -> None:
+        attempts.append(1)
+        raise ValueError("a bug, not a conflict")
+
+    with pytest.raises(ValueError):
+        run_write(engine, work)
+    assert len(attempts) == 1
+
+
+def test_run_write_retries_raw_driver_deadlocks(engine: Engine) -> None:
+    class DeadlockDetected(Exception):
+        sqlstate = "40P01"
+
+    attempts: list[int] = []
+
+    def work(conn: object) -> int:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise DeadlockDetected("deadlock detected")
+        return len(attempts)
+
+    assert run_write(engine, work) == 2
