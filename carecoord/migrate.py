@@ -19,8 +19,11 @@ def alembic_config() -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply migrations up to ``revision`` in one transaction (SQLite and PostgreSQL alike)."""
+def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Apply migrations up to ``revision`` in one transaction (SQLite and PostgreSQL alike).
+
+    The default, ``heads``, applies every branch: features add their tables on their own branch
+    from the store's revision, so independent migrations never conflict."""
     cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn

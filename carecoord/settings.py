@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ConfigError", "Settings", "load_settings"]
@@ -62,6 +62,39 @@ class Settings(BaseSettings):
         default=8, ge=0, description="Retries of a write on a serialization conflict."
     )
     log_level: str = "INFO"
+
+    # -- SMART on FHIR and access control ---------------------------------------------------------
+    public_url: str | None = Field(
+        default=None,
+        description="External base URL of the service (e.g. https://cc.example.org), used for "
+        "OAuth redirect URIs, the token endpoint and JWT audiences; default: taken from each "
+        "request.",
+    )
+    config_dir: Path = Field(
+        default=Path("config"),
+        description="Folder of deployable configuration (EHR connections under ehr/).",
+    )
+    keys_dir: Path | None = Field(
+        default=None,
+        description="Folder of the service's private signing keys (JWKS); default: data_dir/keys.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key that encrypts tokens at rest and signs session cookies; default: a key "
+        "generated once into data_dir/secret.key (mode 0600).",
+    )
+    session_ttl_seconds: int = Field(default=8 * 3600, ge=60, description="Browser session life.")
+    access_token_ttl_seconds: int = Field(
+        default=300, ge=30, le=3600, description="Life of access tokens this service issues."
+    )
+    auth_required: bool = Field(
+        default=True,
+        description="Authenticate every /fhir request (turn off only for local experiments).",
+    )
+
+    @property
+    def effective_keys_dir(self) -> Path:
+        return self.keys_dir or self.data_dir / "keys"
 
     @property
     def effective_database_url(self) -> str:

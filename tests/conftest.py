@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from carecoord.app import create_app
@@ -24,15 +24,9 @@ from carecoord.migrate import upgrade
 from carecoord.settings import Settings
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea-r4"
-TABLES = (
-    "idx_token",
-    "idx_string",
-    "idx_reference",
-    "idx_date",
-    "idx_number",
-    "resource_versions",
-    "resources",
-)
+
+
+_TABLES: dict[int, list[str]] = {}
 
 
 @pytest.fixture(scope="session")
@@ -64,11 +58,15 @@ def migrated_engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def engine(migrated_engine: Engine) -> Engine:
     """The session's engine with every table emptied."""
+    tables = _TABLES.get(id(migrated_engine))
+    if tables is None:
+        names = inspect(migrated_engine).get_table_names()
+        tables = _TABLES[id(migrated_engine)] = [t for t in names if t != "alembic_version"]
     with migrated_engine.begin() as conn:
         if migrated_engine.dialect.name == "postgresql":
-            conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY"))
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         else:
-            for table in TABLES:
+            for table in tables:
                 conn.execute(text(f"DELETE FROM {table}"))
     return migrated_engine
 
