@@ -19,6 +19,11 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carecoord import __version__
+from carecoord.audit.rest import RestAudit
+from carecoord.audit.writer import AuditWriter
+from carecoord.auth.routes import router as auth_router
+from carecoord.auth.server import TokenService
+from carecoord.crypto import load_secret_key
 from carecoord.db import make_engine
 from carecoord.fhir.capability import capability_statement
 from carecoord.fhir.errors import FhirError, Issue, operation_outcome
@@ -99,11 +104,13 @@ def create_app(
     if clock is not None:
         store_args["clock"] = clock
     store = FhirStore(engine, **store_args)
+    audit_writer = AuditWriter(store)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         warm_models(COORDINATED_TYPES)
         yield
+        audit_writer.close()
         if own_engine:
             engine.dispose()
 
@@ -118,6 +125,12 @@ def create_app(
     app.state.store = store
     app.state.engine = engine
     app.state.capability = capability_statement(store.registry, settings.base_url)
+    app.state.tokens = TokenService(
+        engine, load_secret_key(settings), ttl=settings.access_token_ttl_seconds
+    )
+    app.state.audit = RestAudit(audit_writer)
+    app.state.session_source = None  # set by the SMART launch module when it is installed
+    app.include_router(auth_router)  # before /fhir/{type}: it serves /fhir/.well-known/...
     app.include_router(router)
 
     @app.get("/healthz", include_in_schema=False)

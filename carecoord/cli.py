@@ -13,11 +13,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from carecoord.auth.cli import clients_app
 from carecoord.settings import ConfigError, Settings, load_settings
 
 app = typer.Typer(help="CareCoord: care coordination on FHIR R4.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(clients_app, name="clients")
 
 console = Console(stderr=True)
 

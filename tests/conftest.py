@@ -22,6 +22,7 @@ from carecoord.db import make_engine
 from carecoord.fhir.store import FhirStore
 from carecoord.migrate import upgrade
 from carecoord.settings import Settings
+from tests.auth.helpers import bearer, issue_token
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "synthea-r4"
 
@@ -77,12 +78,37 @@ def store(engine: Engine) -> FhirStore:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, max_body_bytes=64 * 1024)
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        max_body_bytes=64 * 1024,
+        data_dir=tmp_path / "data",
+        secret_key="test-secret-key-0123456789abcdef-0123456789",
+    )
 
 
 @pytest.fixture
-def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
+def api_token(engine: Engine, settings: Settings) -> str:
+    """An access token of a registered system client with ``system/*.cruds``."""
+    return issue_token(engine, settings, "system/*.cruds", client_id="test-system")
+
+
+@pytest.fixture
+def auth_header(api_token: str) -> dict[str, str]:
+    return bearer(api_token)
+
+
+@pytest.fixture
+def client(settings: Settings, engine: Engine, auth_header: dict[str, str]) -> Iterator[TestClient]:
+    """The app with a system client's token on every request."""
+    app = create_app(settings, engine=engine)
+    with TestClient(app, base_url="http://testserver", headers=auth_header) as c:
+        yield c
+
+
+@pytest.fixture
+def anonymous_client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
+    """The app with no credentials."""
     with TestClient(create_app(settings, engine=engine), base_url="http://testserver") as c:
         yield c
 

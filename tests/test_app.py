@@ -51,7 +51,7 @@ def test_service_logging_silences_url_logging_of_http_clients() -> None:
 
 
 def test_client_hanging_up_mid_body_is_not_an_error(
-    settings: object, engine: object, caplog: pytest.LogCaptureFixture
+    settings: object, engine: object, api_token: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     from carecoord.app import create_app
 
@@ -70,7 +70,11 @@ def test_client_hanging_up_mid_body_is_not_an_error(
         "path": "/fhir/Patient",
         "raw_path": b"/fhir/Patient",
         "query_string": b"",
-        "headers": [(b"content-type", b"application/fhir+json"), (b"content-length", b"500")],
+        "headers": [
+            (b"content-type", b"application/fhir+json"),
+            (b"content-length", b"500"),
+            (b"authorization", f"Bearer {api_token}".encode()),
+        ],
         "http_version": "1.1",
         "scheme": "http",
         "server": ("testserver", 80),

@@ -12,10 +12,11 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 
+from carecoord.fhir.access import AccessPolicy
 from carecoord.fhir.errors import FhirError, InvalidRequest, Issue, NotFound, PreconditionFailed
 from carecoord.fhir.store import FhirStore, StoredResource, Writer, new_id
 from carecoord.fhir.types import RESOURCE_TYPES
@@ -123,6 +124,10 @@ class EntryOutcome:
     status: int
     stored: StoredResource | None
     unchanged: bool = False
+
+
+#: Called inside a bundle's transaction with each entry's interaction and outcome (auditing).
+AuditHook = Callable[[Writer, list[tuple[str, "EntryOutcome"]]], None]
 
 
 def _entry_error(index: int, exc: FhirError) -> FhirError:
@@ -345,7 +350,9 @@ class _Transaction:
         if e.res_id is None:
             raise InvalidRequest("GET entries in a transaction must read one resource (Type/id)")
         if e.version is not None:
-            return EntryOutcome(200, w.store.vread(e.res_type, e.res_id, e.version), True)
+            return EntryOutcome(
+                200, w.store.vread(e.res_type, e.res_id, e.version, policy=w.policy), True
+            )
         return EntryOutcome(200, w.read(e.res_type, e.res_id), unchanged=True)
 
 
@@ -374,14 +381,22 @@ def apply_transaction(
     base: str,
     include_resources: bool = False,
     resolve_urn: Callable[[Writer, str], str | None] = resolve_stored_urn,
+    policy: AccessPolicy | None = None,
+    audit: AuditHook | None = None,
 ) -> BundleResult:
-    """Write prepared entries atomically; raise FhirError (nothing written) on any failure."""
+    """Write prepared entries atomically; raise FhirError (nothing written) on any failure.
+
+    ``audit`` runs inside the same transaction with each entry's interaction and outcome.
+    """
 
     def work(w: Writer) -> list[EntryOutcome]:
         # Planning replaces entry resources (never mutates them): each attempt starts afresh.
-        return _Transaction(w, [replace(e) for e in entries], resolve_urn).run()
+        outcomes = _Transaction(w, [replace(e) for e in entries], resolve_urn).run()
+        if audit is not None:
+            audit(w, [(_interaction(e), o) for e, o in zip(entries, outcomes, strict=True)])
+        return outcomes
 
-    results = store.write(work)
+    results = store.write(work, policy=policy)
     out = [
         _response_entry(
             _STATUS_TEXT.get(r.status, str(r.status)),
@@ -401,21 +416,41 @@ def process_transaction(
     *,
     base: str,
     include_resources: bool = False,
+    policy: AccessPolicy | None = None,
+    audit: AuditHook | None = None,
 ) -> BundleResult:
     """Validate and run a transaction Bundle atomically (the ``POST /fhir`` interaction)."""
     entries = prepare_transaction(bundle, base_url=store.base_url)
-    return apply_transaction(store, entries, base=base, include_resources=include_resources)
+    return apply_transaction(
+        store, entries, base=base, include_resources=include_resources, policy=policy, audit=audit
+    )
 
 
-def _single_entry(entry: EntryRequest) -> Callable[[Writer], EntryOutcome]:
+def _interaction(entry: EntryRequest) -> str:
+    if entry.method == "GET":
+        return "vread" if entry.version is not None else "read"
+    return {"POST": "create", "PUT": "update", "DELETE": "delete"}[entry.method]
+
+
+def _single_entry(entry: EntryRequest, audit: AuditHook | None) -> Callable[[Writer], EntryOutcome]:
     def work(w: Writer) -> EntryOutcome:
-        return _Transaction(w, [replace(entry)], resolve_stored_urn).run()[0]
+        outcome = _Transaction(w, [replace(entry)], resolve_stored_urn).run()[0]
+        if audit is not None:
+            audit(w, [(_interaction(entry), outcome)])
+        return outcome
 
     return work
 
 
 def process_batch(
-    store: FhirStore, bundle: dict[str, Any], *, base: str, include_resources: bool = False
+    store: FhirStore,
+    bundle: dict[str, Any],
+    *,
+    base: str,
+    include_resources: bool = False,
+    policy: AccessPolicy | None = None,
+    audit: AuditHook | None = None,
+    audit_search: Callable[[str, list[tuple[str, str, bytes]]], None] | None = None,
 ) -> BundleResult:
     """Run each entry of a batch Bundle on its own; failures become per-entry OperationOutcomes."""
     raw_entries = bundle.get("entry") or []
@@ -427,8 +462,10 @@ def process_batch(
         try:
             entry = _parse_entry(i, raw, store.base_url, keep_ids=False)
             if entry.method == "GET" and entry.res_id is None:
-                query = store.parse(entry.res_type, entry.query or [])
+                query = store.parse(entry.res_type, entry.query or [], policy=policy)
                 page = store.search(query)
+                if audit_search is not None:
+                    audit_search(f"{entry.res_type}?{urlencode(entry.query or [])}", page.matches)
                 searchset = {
                     "resourceType": "Bundle",
                     "type": "searchset",
@@ -443,7 +480,7 @@ def process_batch(
                 }
                 out.append({"resource": searchset, "response": {"status": "200 OK"}})
                 continue
-            done = store.write(_single_entry(entry))
+            done = store.write(_single_entry(entry, audit), policy=policy)
             outcomes.append(done)
             out.append(
                 _response_entry(

@@ -14,19 +14,27 @@ import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from carecoord.fhir.bundles import parse_etag, process_batch, process_transaction
+from carecoord.audit.rest import RestAudit
+from carecoord.auth.policy import request_policy
+from carecoord.fhir.access import AccessPolicy
+from carecoord.fhir.bundles import EntryOutcome, parse_etag, process_batch, process_transaction
 from carecoord.fhir.errors import (
+    Forbidden,
     InvalidRequest,
     NotAcceptable,
+    NotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
 from carecoord.fhir.search import SearchPage, SearchQuery
-from carecoord.fhir.store import FhirStore, HistoryPage, StoredResource, WriteResult
+from carecoord.fhir.store import FhirStore, HistoryPage, StoredResource, Writer, WriteResult
 from carecoord.fhir.validation import check_type, parse_json, validate_resource
 from carecoord.fhir.values import format_instant
 
 __all__ = ["FHIR_JSON", "router"]
+
+#: Searches of these types are audited even when they find nothing (the query names a patient).
+_PATIENT_TYPES = frozenset({"Patient"})
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 _JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
@@ -43,6 +51,49 @@ async def get_store(request: Request) -> FhirStore:
 
 
 StoreDep = Annotated[FhirStore, Depends(get_store)]
+PolicyDep = Annotated[AccessPolicy | None, Depends(request_policy)]
+
+
+def _audit(request: Request) -> RestAudit:
+    audit: RestAudit = request.app.state.audit
+    return audit
+
+
+def _request_id(request: Request) -> str | None:
+    rid: str | None = request.scope.get("state", {}).get("request_id")
+    return rid
+
+
+def _written(
+    request: Request,
+    store: FhirStore,
+    policy: AccessPolicy | None,
+    interaction: str,
+    op: Callable[[Writer], WriteResult],
+) -> WriteResult:
+    """Run a write and its AuditEvent in one transaction."""
+    audit, request_id = _audit(request), _request_id(request)
+
+    def work(w: Writer) -> WriteResult:
+        result = op(w)
+        done = "create" if result.created else ("read" if result.unchanged else interaction)
+        audit.on_write(w, policy, request_id, done, result.resource)
+        return result
+
+    return store.write(work, policy=policy)
+
+
+def _bundle_audit(
+    request: Request, policy: AccessPolicy | None
+) -> Callable[[Writer, list[tuple[str, EntryOutcome]]], None]:
+    audit, request_id = _audit(request), _request_id(request)
+
+    def hook(w: Writer, outcomes: list[tuple[str, EntryOutcome]]) -> None:
+        for interaction, outcome in outcomes:
+            if outcome.stored is not None and not (interaction == "read" and outcome.unchanged):
+                audit.on_write(w, policy, request_id, interaction, outcome.stored)
+
+    return hook
 
 
 def base_url(request: Request) -> str:
@@ -139,56 +190,88 @@ def metadata(request: Request) -> Response:
 
 @router.post("")
 @router.post("/")
-def bundle(request: Request, store: StoreDep, body: BodyDep) -> Response:
+def bundle(request: Request, store: StoreDep, policy: PolicyDep, body: BodyDep) -> Response:
     data = parse_json(body, max_depth=request.app.state.settings.max_json_depth)
     if not isinstance(data, dict) or data.get("resourceType") != "Bundle":
         raise InvalidRequest("POST to the base expects a Bundle of type transaction or batch")
     kind = data.get("type")
     include = _prefer(request).get("return") == "representation"
     base = base_url(request)
+    hook = _bundle_audit(request, policy)
     if kind == "transaction":
-        result = process_transaction(store, data, base=base, include_resources=include)
+        result = process_transaction(
+            store, data, base=base, include_resources=include, policy=policy, audit=hook
+        )
     elif kind == "batch":
-        result = process_batch(store, data, base=base, include_resources=include)
+        audit, request_id = _audit(request), _request_id(request)
+
+        def searched(query: str, rows: list[tuple[str, str, bytes]]) -> None:
+            audit.on_read_sync(policy, request_id, "search-type", rows, query=query)
+
+        result = process_batch(
+            store,
+            data,
+            base=base,
+            include_resources=include,
+            policy=policy,
+            audit=hook,
+            audit_search=searched,
+        )
     else:
         raise InvalidRequest(f"Bundle.type must be transaction or batch, not {kind!r}")
     return Response(result.body, status_code=result.status, media_type=FHIR_JSON)
 
 
 @router.get("/_history")
-def history_system(request: Request, store: StoreDep) -> Response:
-    return _history(request, store, None, None)
+def history_system(request: Request, store: StoreDep, policy: PolicyDep) -> Response:
+    return _history(request, store, policy, None, None)
 
 
 # --- type level -----------------------------------------------------------------------------
 
 
 def _search(
-    request: Request, store: StoreDep, res_type: str, params: list[tuple[str, str]]
+    request: Request,
+    store: FhirStore,
+    policy: AccessPolicy | None,
+    res_type: str,
+    params: list[tuple[str, str]],
 ) -> Response:
     _check_format(request)
     check_type(res_type)
     lenient = _prefer(request).get("handling") == "lenient"
-    query = store.parse(res_type, params, lenient=lenient)
+    query = store.parse(res_type, params, lenient=lenient, policy=policy)
     page = store.search(query)
+    _audit(request).on_read_sync(
+        policy,
+        _request_id(request),
+        "search-type",
+        [*page.matches, *page.included],
+        query=f"{res_type}?{urlencode(params)}",
+        always=res_type in _PATIENT_TYPES,
+    )
     return Response(_searchset(request, res_type, query, page), media_type=FHIR_JSON)
 
 
 @router.get("/{res_type}")
-def search_get(res_type: str, request: Request, store: StoreDep) -> Response:
-    return _search(request, store, res_type, _query_pairs(request))
+def search_get(res_type: str, request: Request, store: StoreDep, policy: PolicyDep) -> Response:
+    return _search(request, store, policy, res_type, _query_pairs(request))
 
 
 @router.post("/{res_type}/_search")
-def search_post(res_type: str, request: Request, store: StoreDep, body: BodyDep) -> Response:
+def search_post(
+    res_type: str, request: Request, store: StoreDep, policy: PolicyDep, body: BodyDep
+) -> Response:
     params = _query_pairs(request) + parse_qsl(
         body.decode("utf-8", "replace"), keep_blank_values=True
     )
-    return _search(request, store, res_type, params)
+    return _search(request, store, policy, res_type, params)
 
 
 @router.post("/{res_type}")
-def create(res_type: str, request: Request, store: StoreDep, body: BodyDep) -> Response:
+def create(
+    res_type: str, request: Request, store: StoreDep, policy: PolicyDep, body: BodyDep
+) -> Response:
     check_type(res_type)
     resource = _body_resource(body, request, res_type)
     resource.pop("id", None)  # the server assigns ids on create
@@ -196,26 +279,40 @@ def create(res_type: str, request: Request, store: StoreDep, body: BodyDep) -> R
     if_none_exist = parse_qsl(condition.lstrip("?"), keep_blank_values=True) if condition else None
     if condition is not None and not if_none_exist:
         raise InvalidRequest("If-None-Exist must carry search parameters")
-    return _write_response(store.create(res_type, resource, if_none_exist=if_none_exist), request)
+    result = _written(
+        request,
+        store,
+        policy,
+        "create",
+        lambda w: w.create(res_type, resource, if_none_exist=if_none_exist),
+    )
+    return _write_response(result, request)
 
 
 @router.put("/{res_type}")
-def conditional_update(res_type: str, request: Request, store: StoreDep, body: BodyDep) -> Response:
+def conditional_update(
+    res_type: str, request: Request, store: StoreDep, policy: PolicyDep, body: BodyDep
+) -> Response:
     check_type(res_type)
     params = _query_pairs(request)
     if not params:
         raise InvalidRequest("PUT on a type needs search parameters (conditional update)")
     resource = _body_resource(body, request, res_type)
     if_match = _if_match(request)
-    return _write_response(
-        store.conditional_update(res_type, params, resource, if_match=if_match), request
+    result = _written(
+        request,
+        store,
+        policy,
+        "update",
+        lambda w: w.conditional_update(res_type, params, resource, if_match=if_match),
     )
+    return _write_response(result, request)
 
 
 @router.get("/{res_type}/_history")
-def history_type(res_type: str, request: Request, store: StoreDep) -> Response:
+def history_type(res_type: str, request: Request, store: StoreDep, policy: PolicyDep) -> Response:
     check_type(res_type)
-    return _history(request, store, res_type, None)
+    return _history(request, store, policy, res_type, None)
 
 
 # --- instance level -------------------------------------------------------------------------
@@ -228,11 +325,45 @@ async def _blocking(store: FhirStore, call: Callable[[], T]) -> T:
     return await run_in_threadpool(call)
 
 
+async def _guarded_read(
+    request: Request,
+    store: FhirStore,
+    policy: AccessPolicy | None,
+    interaction: str,
+    target: str,
+    call: Callable[[], StoredResource],
+) -> StoredResource:
+    """A read that is audited whether it succeeds or is refused."""
+    audit = _audit(request)
+    try:
+        stored = await _blocking(store, call)
+    except (Forbidden, NotFound) as exc:
+        if policy is not None:
+            await audit.on_denied(policy, _request_id(request), interaction, target, exc.message)
+        raise
+    await audit.on_read(
+        policy,
+        _request_id(request),
+        interaction,
+        [(stored.res_type, stored.res_id, stored.content)],
+    )
+    return stored
+
+
 @router.get("/{res_type}/{res_id}")
-async def read(res_type: str, res_id: str, request: Request, store: StoreDep) -> Response:
+async def read(
+    res_type: str, res_id: str, request: Request, store: StoreDep, policy: PolicyDep
+) -> Response:
     _check_format(request)
     check_type(res_type)
-    stored = await _blocking(store, lambda: store.read(res_type, res_id))
+    stored = await _guarded_read(
+        request,
+        store,
+        policy,
+        "read",
+        f"{res_type}/{res_id}",
+        lambda: store.read(res_type, res_id, policy=policy),
+    )
     if request.headers.get("if-none-match") == stored.etag:
         return Response(status_code=304, headers={"ETag": stored.etag})
     return _resource_response(stored)
@@ -245,7 +376,12 @@ def _if_match(request: Request) -> int | None:
 
 @router.put("/{res_type}/{res_id}")
 def update(
-    res_type: str, res_id: str, request: Request, store: StoreDep, body: BodyDep
+    res_type: str,
+    res_id: str,
+    request: Request,
+    store: StoreDep,
+    policy: PolicyDep,
+    body: BodyDep,
 ) -> Response:
     check_type(res_type)
     resource = _body_resource(body, request, res_type)
@@ -254,33 +390,57 @@ def update(
         raise InvalidRequest(f"The resource must carry id {res_id!r} to match the URL")
     if body_id != res_id:
         raise InvalidRequest(f"Resource id {body_id!r} does not match the URL id {res_id!r}")
-    return _write_response(
-        store.update(res_type, res_id, resource, if_match=_if_match(request)), request
+    if_match = _if_match(request)
+    result = _written(
+        request,
+        store,
+        policy,
+        "update",
+        lambda w: w.update(res_type, res_id, resource, if_match=if_match),
     )
+    return _write_response(result, request)
 
 
 @router.delete("/{res_type}/{res_id}")
-def delete(res_type: str, res_id: str, request: Request, store: StoreDep) -> Response:
+def delete(
+    res_type: str, res_id: str, request: Request, store: StoreDep, policy: PolicyDep
+) -> Response:
     check_type(res_type)
-    result = store.delete(res_type, res_id)
+    audit, request_id = _audit(request), _request_id(request)
+
+    def work(w: Writer) -> WriteResult:
+        result = w.delete(res_type, res_id)
+        audit.on_write(w, policy, request_id, "delete", None, target=(res_type, res_id))
+        return result
+
+    result = store.write(work, policy=policy)
     return Response(status_code=204, headers={"ETag": result.resource.etag})
 
 
 @router.get("/{res_type}/{res_id}/_history")
-def history_instance(res_type: str, res_id: str, request: Request, store: StoreDep) -> Response:
+def history_instance(
+    res_type: str, res_id: str, request: Request, store: StoreDep, policy: PolicyDep
+) -> Response:
     check_type(res_type)
-    return _history(request, store, res_type, res_id)
+    return _history(request, store, policy, res_type, res_id)
 
 
 @router.get("/{res_type}/{res_id}/_history/{version}")
 async def vread(
-    res_type: str, res_id: str, version: str, request: Request, store: StoreDep
+    res_type: str, res_id: str, version: str, request: Request, store: StoreDep, policy: PolicyDep
 ) -> Response:
     _check_format(request)
     check_type(res_type)
     if not version.isdigit():
         raise InvalidRequest(f"Version must be a number, not {version!r}")
-    stored = await _blocking(store, lambda: store.vread(res_type, res_id, int(version)))
+    stored = await _guarded_read(
+        request,
+        store,
+        policy,
+        "vread",
+        f"{res_type}/{res_id}",
+        lambda: store.vread(res_type, res_id, int(version), policy=policy),
+    )
     return _resource_response(stored)
 
 
@@ -343,7 +503,11 @@ def _searchset(request: Request, res_type: str, query: SearchQuery, page: Search
 
 
 def _history(
-    request: Request, store: FhirStore, res_type: str | None, res_id: str | None
+    request: Request,
+    store: FhirStore,
+    policy: AccessPolicy | None,
+    res_type: str | None,
+    res_id: str | None,
 ) -> Response:
     _check_format(request)
     params = request.query_params
@@ -357,7 +521,18 @@ def _history(
             raise InvalidRequest("_count must be a whole number")
         count = int(params["_count"])
     page = store.history(
-        res_type, res_id, since=params.get("_since"), count=count, cursor=params.get("_cursor")
+        res_type,
+        res_id,
+        since=params.get("_since"),
+        count=count,
+        cursor=params.get("_cursor"),
+        policy=policy,
+    )
+    _audit(request).on_read_sync(
+        policy,
+        _request_id(request),
+        "history-instance" if res_id else "history-type",
+        [(e.resource.res_type, e.resource.res_id, e.resource.content) for e in page.entries],
     )
     path = "/".join(p for p in (res_type, res_id, "_history") if p)
     return Response(_history_bundle(request, path, page), media_type=FHIR_JSON)

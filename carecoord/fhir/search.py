@@ -28,7 +28,7 @@ from sqlalchemy import (
     select,
 )
 
-from carecoord.fhir.errors import InvalidRequest, UnknownParameter
+from carecoord.fhir.errors import Forbidden, InvalidRequest, UnknownParameter
 from carecoord.fhir.searchparams import SearchParam, SearchRegistry, parse_reference
 from carecoord.fhir.tables import (
     idx_date,
@@ -70,6 +70,9 @@ _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 _STRING_TOP = "\U0010ffff"
 
 Condition = Callable[[FromClause], ColumnElement[bool]]
+#: The access policy as the search sees it: (type, permission) -> False (type not granted),
+#: None (every row) or a row condition. See :mod:`carecoord.fhir.access`.
+Access = Callable[[str, str], "Condition | bool | None"]
 
 
 @dataclass(frozen=True)
@@ -101,10 +104,15 @@ class SearchQuery:
     elements: tuple[str, ...] | None = None
     cursor: list[Any] | None = None
     params: list[tuple[str, str]] = field(default_factory=list)  # as given, less _cursor
+    guard: Condition | None = None  # the access policy's limit on matched rows
+    access: Access | None = None  # the access policy, for included resources
 
     def where(self, alias: FromClause) -> ColumnElement[bool]:
         base = and_(alias.c.res_type == self.res_type, alias.c.deleted == false())
-        return and_(base, *(cond(alias) for cond in self.conditions))
+        conds = [cond(alias) for cond in self.conditions]
+        if self.guard is not None:
+            conds.append(self.guard(alias))
+        return and_(base, *conds)
 
 
 @dataclass
@@ -234,7 +242,10 @@ def _escape_like(text: str) -> str:
 
 
 class _Builder:
-    def __init__(self, registry: SearchRegistry, base_url: str | None) -> None:
+    def __init__(
+        self, registry: SearchRegistry, base_url: str | None, access: Access | None = None
+    ) -> None:
+        self.access = access
         self.registry = registry
         self.base_url = base_url.rstrip("/") + "/" if base_url else None
 
@@ -425,10 +436,21 @@ class _Builder:
             raise UnknownParameter(
                 f"Unknown chained parameter {tail_code!r} on {'/'.join(targets)}"
             )
+        guards: dict[str, Condition | None] = {}
+        for t in usable:
+            allowed = self.access(t, "s") if self.access is not None else None
+            if allowed is False:
+                raise Forbidden(f"Chaining through {t} needs a scope that allows searching {t}")
+            guards[t] = allowed if callable(allowed) else None
         inner = [(t, self.condition(t, tail, raw, allow_chain=False)) for t in usable]
         target = resources.alias("chain_target")
         ors = [
-            and_(target.c.res_type == t, target.c.deleted == false(), cond(target))
+            and_(
+                target.c.res_type == t,
+                target.c.deleted == false(),
+                cond(target),
+                *((guard(target),) if (guard := guards[t]) is not None else ()),
+            )
             for t, cond in inner
         ]
         sub = (
@@ -525,13 +547,21 @@ def parse_search(
     max_count: int = 1000,
     base_url: str | None = None,
     lenient: bool = False,
+    access: Access | None = None,
 ) -> SearchQuery:
     """Parse search parameters; raise UnknownParameter/InvalidRequest on anything unusable.
 
     With ``lenient`` (``Prefer: handling=lenient``) unknown parameters are ignored instead.
+    With ``access`` the matches, chains and includes are limited to what the policy allows
+    (Forbidden when it does not allow searching ``res_type`` at all).
     """
-    builder = _Builder(registry, base_url)
-    query = SearchQuery(res_type=res_type, count=default_count)
+    builder = _Builder(registry, base_url, access)
+    query = SearchQuery(res_type=res_type, count=default_count, access=access)
+    if access is not None:
+        allowed = access(res_type, "s")
+        if allowed is False:
+            raise Forbidden(f"No scope allows searching {res_type}")
+        query.guard = allowed if callable(allowed) else None
     for name, value in params:
         if name == "_cursor":
             query.cursor = _decode_cursor(value)
@@ -691,7 +721,30 @@ def _includes(
             if (res_type, res_id) in seen:
                 continue
             if len(out) >= limit:
-                return out
+                return _visible(conn, query.access, out)
             seen.add((res_type, res_id))
             out.append((res_type, res_id, content))
-    return out
+    return _visible(conn, query.access, out)
+
+
+def _visible(
+    conn: Connection, access: Access | None, rows: list[tuple[str, str, bytes]]
+) -> list[tuple[str, str, bytes]]:
+    """The included rows the access policy lets the caller read (one query per limited type)."""
+    if access is None or not rows:
+        return rows
+    keep: set[tuple[str, str]] = set()
+    by_type: dict[str, list[str]] = {}
+    for res_type, res_id, _ in rows:
+        by_type.setdefault(res_type, []).append(res_id)
+    for res_type, ids in by_type.items():
+        allowed = access(res_type, "r")
+        if allowed is False:
+            continue
+        if allowed is None or allowed is True:
+            keep.update((res_type, i) for i in ids)
+            continue
+        r = resources.alias("vis")
+        stmt = select(r.c.res_id).where(r.c.res_type == res_type, r.c.res_id.in_(ids), allowed(r))
+        keep.update((res_type, str(i)) for (i,) in conn.execute(stmt))
+    return [row for row in rows if (row[0], row[1]) in keep]

@@ -23,11 +23,21 @@ from email.utils import format_datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, or_, select
+from sqlalchemy import Connection, Engine, and_, false, or_, select
 
 from carecoord.db import RetryableConflict, is_postgres, read_connection, run_write
-from carecoord.fhir.errors import Conflict, Gone, InvalidRequest, NotFound, PreconditionFailed
+from carecoord.fhir.access import TENANT_SYSTEM, AccessPolicy, RowFilter
+from carecoord.fhir.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PreconditionFailed,
+)
 from carecoord.fhir.search import (
+    Access,
     SearchPage,
     SearchQuery,
     find_ids,
@@ -146,14 +156,19 @@ class Writer:
     runs before every search inside the transaction and when the unit of work ends.
     """
 
-    def __init__(self, store: FhirStore, conn: Connection) -> None:
+    def __init__(
+        self, store: FhirStore, conn: Connection, policy: AccessPolicy | None = None
+    ) -> None:
         self.store = store
         self.conn = conn
+        self.policy = policy
+        self.access = store.access(policy)
         self.now = to_micros(store.clock())
         self._pg = is_postgres(conn)
         self._sql = dialect_sql(self._pg)
         self._db: Any = conn.connection.driver_connection
         self._versions: list[tuple[Any, ...]] = []
+        self._last_rid = 0
         self._index: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in KINDS}
 
     def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
@@ -194,7 +209,7 @@ class Writer:
 
     def find(self, res_type: str, params: Sequence[tuple[str, str]], limit: int = 2) -> list[str]:
         """Ids of resources matching a conditional query (at most ``limit``)."""
-        query = self.store.parse(res_type, params)
+        query = self.store.parse(res_type, params, access=self.access)
         if not query.conditions:
             raise InvalidRequest("A conditional interaction needs at least one search parameter")
         self.flush()
@@ -215,6 +230,7 @@ class Writer:
         res_id: str | None = None,
     ) -> WriteResult:
         """Create with a new id (or ``res_id``); with ``if_none_exist`` return the one match."""
+        self._allowed(res_type, "c")
         if if_none_exist:
             found = self._locked_find(res_type, if_none_exist)
             if len(found) > 1:
@@ -225,9 +241,9 @@ class Writer:
                 return WriteResult(self.read(res_type, found[0]))
         if res_id is not None and self._exists(res_type, res_id):
             raise Conflict(f"{res_type}/{res_id} already exists")
-        return WriteResult(
-            self._insert(res_type, res_id or new_id(), resource, "POST"), created=True
-        )
+        stored = self._insert(res_type, res_id or new_id(), self._stamp(resource), "POST")
+        self._check_written(res_type, "c")
+        return WriteResult(stored, created=True)
 
     def update(
         self,
@@ -240,12 +256,19 @@ class Writer:
         """Update (or create with this id); ``if_match`` demands the current version."""
         row = self._one(self._sql.lock_current, (res_type, res_id))
         if row is None:
+            self._allowed(res_type, "c")
             if if_match is not None:
                 raise PreconditionFailed(
                     f'{res_type}/{res_id} does not exist; If-Match W/"{if_match}" cannot hold'
                 )
-            return WriteResult(self._insert(res_type, res_id, resource, "PUT"), created=True)
+            created = self._insert(res_type, res_id, self._stamp(resource), "PUT")
+            self._check_written(res_type, "c")
+            return WriteResult(created, created=True)
         rid, version, deleted, last_updated, stored = row
+        if res_type == "AuditEvent" and not deleted:
+            raise MethodNotAllowed("AuditEvents cannot be changed")
+        self._check_existing(res_type, res_id, rid, "u", deleted)
+        resource = self._stamp(resource)
         stored = self._sql.content_value(stored)
         if if_match is not None and if_match != version:
             raise PreconditionFailed(
@@ -264,6 +287,7 @@ class Writer:
         self._version_row(rid, res_type, res_id, version, "PUT", content)
         self._clear_index(rid)
         self._index_rows(rid, res_type, content)
+        self._check_written(res_type, "u", rid)
         return WriteResult(
             StoredResource(res_type, res_id, version, self.now, content), created=bool(deleted)
         )
@@ -295,8 +319,12 @@ class Writer:
         """Logical delete: a new version marked deleted; reads then answer 410."""
         row = self._one(self._sql.lock_current, (res_type, res_id))
         if row is None:
+            self._allowed(res_type, "d")
             raise NotFound(f"{res_type}/{res_id} not found")
         rid, version, deleted, last_updated, _ = row
+        if res_type == "AuditEvent":
+            raise MethodNotAllowed("AuditEvents cannot be deleted")
+        self._check_existing(res_type, res_id, rid, "d", deleted)
         if deleted:
             return WriteResult(
                 StoredResource(res_type, res_id, version, last_updated, None), unchanged=True
@@ -307,8 +335,16 @@ class Writer:
         self._clear_index(rid)
         return WriteResult(StoredResource(res_type, res_id, version, self.now, None))
 
+    def audit(self, event: dict[str, Any]) -> StoredResource:
+        """Append an AuditEvent (the service's own record: no access check applies)."""
+        return self._insert("AuditEvent", new_id(), event, "POST")
+
     def read(self, res_type: str, res_id: str) -> StoredResource:
-        return _read_row(self._sql, res_type, res_id, self._one(self._sql.read, (res_type, res_id)))
+        row = self._one(self._sql.read, (res_type, res_id))
+        if self.access is not None:
+            self.flush()
+            self.store.check_readable(self.conn, self.access, res_type, res_id, row)
+        return _read_row(self._sql, res_type, res_id, row)
 
     def types_with_id(self, res_id: str) -> list[str]:
         """Types that have a live resource with this id (to resolve a bare ``urn:uuid``)."""
@@ -317,6 +353,59 @@ class Writer:
             return [row[0] for row in cur.fetchall()]
         finally:
             cur.close()
+
+    # -- access ----------------------------------------------------------------------------------
+
+    def _allowed(self, res_type: str, permission: str) -> RowFilter | None:
+        if self.access is None:
+            return None
+        allowed = self.access(res_type, permission)
+        if allowed is False:
+            raise Forbidden(f"No scope allows {_VERBS[permission]} {res_type}")
+        return allowed if callable(allowed) else None
+
+    def _row_visible(self, rid: int, guard: RowFilter) -> bool:
+        self.flush()
+        r = resources.alias("acl")
+        return (
+            self.conn.execute(select(r.c.rid).where(r.c.rid == rid, guard(r))).first() is not None
+        )
+
+    def _check_existing(
+        self, res_type: str, res_id: str, rid: int, permission: str, deleted: bool
+    ) -> None:
+        """The caller may change this stored resource (before the change)."""
+        guard = self._allowed(res_type, permission)
+        if guard is not None and (deleted or not self._row_visible(rid, guard)):
+            raise Forbidden(f"Not allowed to {_VERBS[permission]} {res_type}/{res_id}")
+
+    def _check_written(self, res_type: str, permission: str, rid: int | None = None) -> None:
+        """The written resource is still within the caller's reach (after the change)."""
+        guard = self._allowed(res_type, permission)
+        if guard is None:
+            return
+        if rid is None:
+            rid = self._last_rid
+        if not self._row_visible(rid, guard):
+            raise Forbidden(
+                f"The {res_type} would be outside what this token or session may "
+                f"{_VERBS[permission]} (e.g. another patient's record)"
+            )
+
+    def _stamp(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """Tag the resource with the caller's tenant (refusing another tenant's tag)."""
+        tenant = self.policy.tenant if self.policy is not None else None
+        if tenant is None:
+            return resource
+        meta = dict(resource.get("meta") or {})
+        tags = [t for t in meta.get("tag") or [] if isinstance(t, dict)]
+        for tag in tags:
+            if tag.get("system") == TENANT_SYSTEM and tag.get("code") != tenant:
+                raise Forbidden("The resource belongs to another tenant")
+        if not any(t.get("system") == TENANT_SYSTEM for t in tags):
+            tags.append({"system": TENANT_SYSTEM, "code": tenant})
+        meta["tag"] = tags
+        return {**resource, "meta": meta}
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -341,6 +430,7 @@ class Writer:
                 raise RetryableConflict(f"{res_type}/{res_id} was created concurrently") from exc
             raise
         rid = row[0]
+        self._last_rid = rid
         self._version_row(rid, res_type, res_id, 1, method, content)
         self._index_rows(rid, res_type, content)
         return StoredResource(res_type, res_id, 1, self.now, content)
@@ -364,6 +454,9 @@ class Writer:
         for kind, kind_rows in rows.items():
             if kind_rows:
                 self._index[kind].extend((rid, res_type, *row) for row in kind_rows)
+
+
+_VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
 def _is_unique_violation(exc: Exception) -> bool:
@@ -412,11 +505,52 @@ class FhirStore:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def write(self, work: Callable[[Writer], T]) -> T:
+    # -- access ----------------------------------------------------------------------------------
+
+    def access(self, policy: AccessPolicy | None) -> Access | None:
+        """The policy as row conditions per (type, permission); None when nothing is limited."""
+        if policy is None or policy.unrestricted():
+            return None
+
+        def conditions(res_type: str, params: Sequence[tuple[str, str]]) -> list[RowFilter]:
+            return self.parse(res_type, params).conditions
+
+        def check(res_type: str, permission: str) -> RowFilter | bool | None:
+            return policy.row_filter(res_type, permission, self.registry, conditions)
+
+        return check
+
+    def check_readable(
+        self, conn: Connection, access: Access, res_type: str, res_id: str, row: Any
+    ) -> None:
+        """Raise unless the caller may read this resource; hidden ones read as 404."""
+        allowed = access(res_type, "r")
+        if allowed is False:
+            raise Forbidden(f"No scope allows reading {res_type}")
+        if not callable(allowed) or row is None:
+            return
+        r = resources.alias("acl")
+        visible = conn.execute(
+            select(r.c.rid).where(
+                r.c.res_type == res_type, r.c.res_id == res_id, r.c.deleted == false(), allowed(r)
+            )
+        ).first()
+        if visible is None:
+            raise NotFound(f"{res_type}/{res_id} not found")
+
+    def _check_read(
+        self, policy: AccessPolicy | None, res_type: str, res_id: str, row: Any
+    ) -> None:
+        access = self.access(policy)
+        if access is not None:
+            with read_connection(self.engine) as conn:
+                self.check_readable(conn, access, res_type, res_id, row)
+
+    def write(self, work: Callable[[Writer], T], *, policy: AccessPolicy | None = None) -> T:
         """Run ``work`` with a Writer in one transaction, retried whole on conflicts."""
 
         def unit(conn: Connection) -> T:
-            writer = Writer(self, conn)
+            writer = Writer(self, conn, policy)
             result = work(writer)
             writer.flush()
             return result
@@ -429,13 +563,24 @@ class FhirStore:
         resource: dict[str, Any],
         *,
         if_none_exist: Sequence[tuple[str, str]] | None = None,
+        policy: AccessPolicy | None = None,
     ) -> WriteResult:
-        return self.write(lambda w: w.create(res_type, resource, if_none_exist=if_none_exist))
+        return self.write(
+            lambda w: w.create(res_type, resource, if_none_exist=if_none_exist), policy=policy
+        )
 
     def update(
-        self, res_type: str, res_id: str, resource: dict[str, Any], *, if_match: int | None = None
+        self,
+        res_type: str,
+        res_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+        policy: AccessPolicy | None = None,
     ) -> WriteResult:
-        return self.write(lambda w: w.update(res_type, res_id, resource, if_match=if_match))
+        return self.write(
+            lambda w: w.update(res_type, res_id, resource, if_match=if_match), policy=policy
+        )
 
     def conditional_update(
         self,
@@ -444,18 +589,25 @@ class FhirStore:
         resource: dict[str, Any],
         *,
         if_match: int | None = None,
+        policy: AccessPolicy | None = None,
     ) -> WriteResult:
         return self.write(
-            lambda w: w.conditional_update(res_type, params, resource, if_match=if_match)
+            lambda w: w.conditional_update(res_type, params, resource, if_match=if_match),
+            policy=policy,
         )
 
-    def delete(self, res_type: str, res_id: str) -> WriteResult:
-        return self.write(lambda w: w.delete(res_type, res_id))
+    def delete(
+        self, res_type: str, res_id: str, *, policy: AccessPolicy | None = None
+    ) -> WriteResult:
+        return self.write(lambda w: w.delete(res_type, res_id), policy=policy)
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def read(self, res_type: str, res_id: str) -> StoredResource:
+    def read(
+        self, res_type: str, res_id: str, *, policy: AccessPolicy | None = None
+    ) -> StoredResource:
         row = self._fetch_one(self._sql.read, (res_type, res_id))
+        self._check_read(policy, res_type, res_id, row)
         return _read_row(self._sql, res_type, res_id, row)
 
     def _fetch_one(self, sql: str, params: tuple[Any, ...]) -> Any:
@@ -470,7 +622,10 @@ class FhirStore:
             raw.close()
         return row
 
-    def vread(self, res_type: str, res_id: str, version: int) -> StoredResource:
+    def vread(
+        self, res_type: str, res_id: str, version: int, *, policy: AccessPolicy | None = None
+    ) -> StoredResource:
+        self._check_read(policy, res_type, res_id, True)
         row = self._fetch_one(self._sql.vread, (res_type, res_id, version))
         if row is None:
             raise NotFound(f"{res_type}/{res_id}/_history/{version} not found")
@@ -487,6 +642,8 @@ class FhirStore:
         params: Sequence[tuple[str, str]],
         *,
         lenient: bool = False,
+        policy: AccessPolicy | None = None,
+        access: Access | None = None,
     ) -> SearchQuery:
         return parse_search(
             res_type,
@@ -496,6 +653,7 @@ class FhirStore:
             max_count=self.max_count,
             base_url=self.base_url,
             lenient=lenient,
+            access=access if access is not None else self.access(policy),
         )
 
     def search(self, query: SearchQuery) -> SearchPage:
@@ -510,8 +668,10 @@ class FhirStore:
         since: str | None = None,
         count: int | None = None,
         cursor: str | None = None,
+        policy: AccessPolicy | None = None,
     ) -> HistoryPage:
         """Versions newest first: of one resource, one type, or everything."""
+        access = self.access(policy)
         v = resource_versions
         limit = min(count if count is not None else self.default_count, self.max_count)
         stmt = select(
@@ -533,9 +693,22 @@ class FhirStore:
                 ).scalar()
                 if rid is None:
                     raise NotFound(f"{res_type}/{res_id} not found")
+                if access is not None:
+                    self.check_readable(conn, access, res_type, res_id, rid)
                 stmt = stmt.where(v.c.rid == rid)
             elif res_type is not None:
                 stmt = stmt.where(v.c.res_type == res_type)
+                if access is not None:
+                    allowed = access(res_type, "s")
+                    if allowed is False:
+                        raise Forbidden(f"No scope allows searching {res_type}")
+                    if callable(allowed):
+                        r = resources.alias("acl")
+                        stmt = stmt.where(
+                            v.c.rid.in_(select(r.c.rid).where(r.c.res_type == res_type, allowed(r)))
+                        )
+            elif access is not None:
+                raise Forbidden("The history of the whole server needs unrestricted access")
             if since:
                 try:
                     stmt = stmt.where(v.c.last_updated >= date_range(since)[0])

@@ -1,0 +1,90 @@
+"""Decide a request's access policy once: a bearer token of this service, or a launch session."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from starlette.requests import Request
+
+from carecoord.auth.server import TokenService
+from carecoord.fhir.access import AccessPolicy, Agent
+from carecoord.fhir.errors import Unauthorized
+
+__all__ = ["SessionLike", "SessionSource", "base_of", "request_policy"]
+
+
+class SessionLike(Protocol):
+    """What the access policy needs from a SMART launch session."""
+
+    @property
+    def connection(self) -> str: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def patient(self) -> str | None: ...
+    @property
+    def fhir_user(self) -> str | None: ...
+
+
+SessionSource = Callable[[Request], Awaitable[Any]]
+
+
+def base_of(request: Request, public_url: str | None) -> str:
+    """The service's external base URL (no trailing slash)."""
+    if public_url:
+        return public_url.rstrip("/")
+    return str(request.base_url).rstrip("/")
+
+
+def _challenge(error: str | None = None, description: str | None = None) -> dict[str, str]:
+    value = 'Bearer realm="carecoord"'
+    if error:
+        value += f', error="{error}"'
+    if description:
+        value += f', error_description="{description}"'
+    return {"WWW-Authenticate": value}
+
+
+async def request_policy(request: Request) -> AccessPolicy | None:
+    """The caller's policy; None when authentication is switched off. 401 when unauthenticated."""
+    state = request.app.state
+    cached = request.scope.get("state", {}).get("access_policy")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    settings = state.settings
+    tokens: TokenService | None = getattr(state, "tokens", None)
+    header = request.headers.get("authorization")
+    policy: AccessPolicy | None = None
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip() or tokens is None:
+            raise Unauthorized(
+                "The Authorization header must be a Bearer token",
+                headers=_challenge("invalid_request"),
+            )
+        grant = tokens.verify(token.strip())
+        if grant is None:
+            raise Unauthorized(
+                "The access token is invalid or expired",
+                headers=_challenge("invalid_token", "The access token is invalid or expired"),
+            )
+        policy = AccessPolicy.from_scope_string(
+            grant.scope, Agent("client", grant.client_id), tenant=grant.tenant
+        )
+    else:
+        source: SessionSource | None = getattr(state, "session_source", None)
+        session = await source(request) if source is not None else None
+        if session is not None:
+            policy = AccessPolicy.from_scope_string(
+                session.scope,
+                Agent("user", session.fhir_user or "unknown", connection=session.connection),
+                patient=session.patient,
+            )
+        elif settings.auth_required:
+            raise Unauthorized(
+                "Authentication required: a Bearer token or a session from a SMART launch",
+                headers=_challenge(),
+            )
+    request.scope.setdefault("state", {})["access_policy"] = policy
+    return policy
