@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 from common import (
+    AUTH,
     CLIENT_CORE,
     FAMILIES,
     cpu_model,
@@ -73,8 +74,10 @@ end
 
 def wrk(base: str, lua: str, seconds: int, connections: int = CONNECTIONS) -> LoadResult:
     """Run wrk (1 thread, pinned to the client core) with a Lua script; parse its summary."""
+    token = AUTH.get("Authorization", "")
+    prelude = f'local auth = {{["Authorization"] = "{token}"}}\n'
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(lua + _WRK_DONE)
+        f.write(prelude + lua + _WRK_DONE)
         script = f.name
     cmd = [
         "taskset", "-c", str(CLIENT_CORE), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
@@ -102,12 +105,14 @@ def wrk(base: str, lua: str, seconds: int, connections: int = CONNECTIONS) -> Lo
 LUA_READ = """
 math.randomseed(42)
 request = function()
-  return wrk.format("GET", "/fhir/Patient/" .. ids[math.random(#ids)])
+  return wrk.format("GET", "/fhir/Patient/" .. ids[math.random(#ids)], auth)
 end
 """
 LUA_CREATE = """
 local n = 0
-local headers = {["Content-Type"] = "application/fhir+json"}
+local headers = {
+  ["Content-Type"] = "application/fhir+json", ["Authorization"] = auth.Authorization
+}
 request = function()
   n = n + 1
   local body = (create_tpl:gsub("__FAM__", "Wrk" .. n):gsub("__MRN__", tostring(n)))
@@ -118,13 +123,15 @@ end
 LUA_MIXED = """
 local n = 0
 local d = 0
-local headers = {["Content-Type"] = "application/fhir+json"}
+local headers = {
+  ["Content-Type"] = "application/fhir+json", ["Authorization"] = auth.Authorization
+}
 math.randomseed(43)
 request = function()
   n = n + 1
   local k = n % 10
   if k < 4 then
-    return wrk.format("GET", "/fhir/Patient/" .. ids[math.random(#ids)])
+    return wrk.format("GET", "/fhir/Patient/" .. ids[math.random(#ids)], auth)
   elseif k < 6 then
     local body = (create_tpl:gsub("__FAM__", "Mix" .. n):gsub("__MRN__", "9" .. n))
     return wrk.format("POST", "/fhir/Patient", headers, body)
@@ -132,13 +139,14 @@ request = function()
     local id = ids[math.random(#ids)]
     return wrk.format("PUT", "/fhir/Patient/" .. id, headers, (update_tpl:gsub("__ID__", id)))
   elseif k == 8 then
-    return wrk.format("GET", "/fhir/Patient?family=" .. fams[math.random(#fams)] .. "&_count=10")
+    local family = fams[math.random(#fams)]
+    return wrk.format("GET", "/fhir/Patient?family=" .. family .. "&_count=10", auth)
   end
   d = d + 1
   if d <= #dels then
-    return wrk.format("DELETE", "/fhir/Patient/" .. dels[d])
+    return wrk.format("DELETE", "/fhir/Patient/" .. dels[d], auth)
   end
-  return wrk.format("GET", "/fhir/Patient/" .. ids[math.random(#ids)] .. "/_history/1")
+  return wrk.format("GET", "/fhir/Patient/" .. ids[math.random(#ids)] .. "/_history/1", auth)
 end
 local shown = 0
 response = function(status, headers, body)
@@ -170,7 +178,7 @@ def collect_ids(base: str, limit: int) -> list[str]:
     """Ids of stored patients, by paging a search (the wrk create phase does not report them)."""
     ids: list[str] = []
     url: str | None = f"{base}/fhir/Patient?_count=1000&_elements=id"
-    with httpx.Client(timeout=60) as c:
+    with httpx.Client(timeout=60, headers=AUTH) as c:
         while url and len(ids) < limit:
             bundle = c.get(url).raise_for_status().json()
             ids += [e["resource"]["id"] for e in bundle.get("entry", [])]
@@ -180,7 +188,7 @@ def collect_ids(base: str, limit: int) -> list[str]:
     return ids[:limit]
 
 
-LUA_EMPTY = 'request = function() return wrk.format("GET", "/healthz") end\n'
+LUA_EMPTY = 'request = function() return wrk.format("GET", "/healthz", auth) end\n'
 
 
 # -- scenarios ---------------------------------------------------------------------------------

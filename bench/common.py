@@ -21,6 +21,8 @@ PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
 SERVER_CORE = 0
 CLIENT_CORE = 1
 BENCH_DIR = Path("/tmp/bench")
+#: The Authorization header of the benchmark's system client, set by :func:`server`.
+AUTH: dict[str, str] = {}
 
 FAMILIES = [
     "Smith", "Johnson", "Williams", "Brown", "Jones", "Garcia", "Miller", "Davis", "Rodriguez",
@@ -179,11 +181,42 @@ def database(kind: str, name: str) -> Iterator[str]:
         raise SystemExit(f"unknown --db {kind!r}")
 
 
+def bench_token(env: dict[str, str]) -> str:
+    """Register a ``system/*.cruds`` client in the benchmark database and return its token."""
+    key = BENCH_DIR / f"client-{os.getpid()}.jwk"
+    key.unlink(missing_ok=True)
+    client = f"bench-{os.getpid()}-{time.monotonic_ns()}"
+    base = ["carecoord", "clients"]
+    subprocess.run(
+        [*base, "add", client, "--scope", "system/*.cruds", "--generate-key", str(key)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [*base, "token", client, "--key", str(key), "--scope", "system/*.cruds"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
 @contextlib.contextmanager
 def server(url: str, port: int, log: Path) -> Iterator[str]:
     """Run ``carecoord serve`` pinned to core 0; yield its base URL once /healthz answers."""
-    env = dict(os.environ, CARECOORD_DATABASE_URL=url, CARECOORD_LOG_LEVEL="WARNING")
+    env = dict(
+        os.environ,
+        CARECOORD_DATABASE_URL=url,
+        CARECOORD_LOG_LEVEL="WARNING",
+        CARECOORD_DATA_DIR=str(BENCH_DIR / "data"),
+        CARECOORD_ACCESS_TOKEN_TTL_SECONDS="3600",
+        CARECOORD_PUBLIC_URL=f"http://127.0.0.1:{port}",
+    )
     log.parent.mkdir(parents=True, exist_ok=True)
+    AUTH.clear()
+    AUTH["Authorization"] = "Bearer " + bench_token(env)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             ["taskset", "-c", str(SERVER_CORE), "carecoord", "serve", "--port", str(port)],

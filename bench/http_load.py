@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
+from common import AUTH
 
 __all__ = ["LoadResult", "Op", "OpFactory", "check_loopback", "run_load"]
 
@@ -116,7 +117,12 @@ async def run_load(
     counter = 0
 
     async with httpx.AsyncClient(
-        base_url=base_url, limits=limits, timeout=30.0, http1=True, http2=False
+        base_url=base_url,
+        limits=limits,
+        timeout=30.0,
+        http1=True,
+        http2=False,
+        headers=AUTH,
     ) as client:
         # Warm-up: open the connections and warm server caches, not measured.
         if warmup:

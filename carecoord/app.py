@@ -124,7 +124,8 @@ def create_app(
     app.state.settings = settings
     app.state.store = store
     app.state.engine = engine
-    app.state.capability = capability_statement(store.registry, settings.base_url)
+    token_url = f"{settings.public_url.rstrip('/')}/auth/token" if settings.public_url else None
+    app.state.capability = capability_statement(store.registry, settings.base_url, token_url)
     app.state.tokens = TokenService(
         engine, load_secret_key(settings), ttl=settings.access_token_ttl_seconds
     )

@@ -9,6 +9,7 @@ from typing import Any
 from carecoord.audit.events import audit_event, patients_in
 from carecoord.audit.writer import AuditWriter
 from carecoord.fhir.access import PATIENT_COMPARTMENT, AccessPolicy, Agent
+from carecoord.fhir.errors import Unavailable
 from carecoord.fhir.store import StoredResource, Writer
 from carecoord.fhir.values import format_instant, to_micros
 
@@ -22,6 +23,10 @@ Row = tuple[str, str, bytes | None]
 
 def _is_patient_data(res_type: str, patients: set[str]) -> bool:
     return res_type != "AuditEvent" and (bool(patients) or res_type in PATIENT_COMPARTMENT)
+
+
+def _unaudited() -> Unavailable:
+    return Unavailable("The access could not be audited, so it was not served; try again later")
 
 
 class RestAudit:
@@ -103,7 +108,10 @@ class RestAudit:
         """Audit a read or search; returns once the event is committed (raises if it cannot be)."""
         event = self._event(policy, request_id, interaction, rows, query=query, always=always)
         if event is not None:
-            await self.writer.record([event])
+            try:
+                await self.writer.record([event])
+            except Exception as exc:
+                raise _unaudited() from exc
 
     def on_read_sync(
         self,
@@ -117,7 +125,10 @@ class RestAudit:
     ) -> None:
         event = self._event(policy, request_id, interaction, rows, query=query, always=always)
         if event is not None:
-            self.writer.record_sync([event])
+            try:
+                self.writer.record_sync([event])
+            except Exception as exc:
+                raise _unaudited() from exc
 
     async def on_denied(
         self,
@@ -142,4 +153,7 @@ class RestAudit:
             outcome="4",
             outcome_desc=reason,
         )
-        await self.writer.record([event])
+        try:
+            await self.writer.record([event])
+        except Exception as exc:
+            raise _unaudited() from exc

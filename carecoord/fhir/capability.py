@@ -66,7 +66,9 @@ def _resource_entry(res_type: str, registry: SearchRegistry) -> dict[str, Any]:
     }
 
 
-def capability_statement(registry: SearchRegistry, base_url: str | None) -> bytes:
+def capability_statement(
+    registry: SearchRegistry, base_url: str | None, token_url: str | None = None
+) -> bytes:
     """The server's CapabilityStatement as JSON bytes."""
     rest_resources = [_resource_entry(t, registry) for t in sorted(RESOURCE_TYPES)]
     revincludes = sorted(
@@ -105,6 +107,29 @@ def capability_statement(registry: SearchRegistry, base_url: str | None) -> byte
             }
         ],
     }
+    security: dict[str, Any] = {
+        "cors": False,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                    }
+                ]
+            }
+        ],
+        "description": "SMART backend services (client_credentials with private_key_jwt) or a "
+        "session from a SMART launch; discovery at .well-known/smart-configuration.",
+    }
+    if token_url:
+        security["extension"] = [
+            {
+                "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                "extension": [{"url": "token", "valueUri": token_url}],
+            }
+        ]
+    statement["rest"][0]["security"] = security
     if base_url:
         statement["implementation"]["url"] = base_url
     return orjson.dumps(statement)

@@ -380,3 +380,19 @@ def test_no_token_or_patient_name_in_logs(
     )
     assert token not in text and "wrong-token-value" not in text
     assert "Alvarez" not in text
+
+
+def test_a_read_fails_when_its_audit_cannot_be_written(
+    patient_a: TestClient, app_and_admin: tuple[Any, TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, _ = app_and_admin
+    store = app.state.audit.writer.store
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the audit table is unavailable")
+
+    monkeypatch.setattr(store, "write", broken)
+    r = patient_a.get("/fhir/Observation/obs-pa")
+    assert r.status_code == 503
+    assert r.json()["resourceType"] == "OperationOutcome"
+    assert "obs-pa" not in r.text  # the record is not served without its audit trail

@@ -13,7 +13,7 @@ from joserfc.jwk import ECKey, OctKey, RSAKey
 from sqlalchemy import Engine
 
 from carecoord.auth.clients import add_client
-from tests.auth.helpers import assertion, public_jwks, token_form
+from tests.auth.helpers import public_jwks, token_form
 
 TOKEN = "/auth/token"
 
