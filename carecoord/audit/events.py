@@ -8,8 +8,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from carecoord.fhir.access import Agent
+from carecoord.fhir.searchparams import IndexRows, parse_reference
+from carecoord.fhir.values import date_range
 
-__all__ = ["ACTIONS", "audit_event", "patients_in"]
+__all__ = ["ACTIONS", "audit_event", "audit_index", "patients_in"]
 
 #: RESTful interaction -> AuditEvent.action (C create, R read/vread/search, U update, D delete).
 ACTIONS = {
@@ -138,3 +140,53 @@ def audit_event(
     if entities:
         event["entity"] = entities
     return event
+
+
+def audit_index(event: dict[str, Any]) -> IndexRows:
+    """The search-index rows of an event made by :func:`audit_event`, built directly.
+
+    Equal to what the generic extraction yields for these events (a test holds them together),
+    at a fraction of its cost: every read writes one.
+    """
+    token: list[tuple[Any, ...]] = [
+        ("action", None, event["action"]),
+        ("outcome", None, event["outcome"]),
+    ]
+    for sub in event.get("subtype", ()):
+        token.append(("subtype", sub["system"], sub["code"]))
+    token.append(("type", event["type"]["system"], event["type"]["code"]))
+    reference: list[tuple[Any, ...]] = []
+    patients: list[tuple[Any, ...]] = []
+    for agent in event.get("agent", ()):
+        if "altId" in agent:
+            token.append(("altid", None, agent["altId"]))
+        ref = agent.get("who", {}).get("reference")
+        if ref:
+            target_type, target_id, url = parse_reference(ref)
+            reference.append(("agent", target_type, target_id, url))
+            if target_type == "Patient":
+                patients.append(("patient", target_type, target_id, url))
+    for entity in event.get("entity", ()):
+        for param in ("role", "type"):
+            coding = entity.get(param)
+            if coding:
+                row = (f"entity-{param}", coding["system"], coding["code"])
+                if row not in token:
+                    token.append(row)
+        ref = entity.get("what", {}).get("reference")
+        if ref:
+            target_type, target_id, url = parse_reference(ref)
+            reference.append(("entity", target_type, target_id, url))
+            if target_type == "Patient":
+                patients.append(("patient", target_type, target_id, url))
+    for row in patients:
+        if row not in reference:
+            reference.append(row)
+    low, high = date_range(event["recorded"])
+    return {
+        "token": token,
+        "string": [],
+        "reference": reference,
+        "date": [("date", low, high)],
+        "number": [],
+    }

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from carecoord.audit.events import audit_event, patients_in
+from carecoord.audit.events import audit_event, audit_index, patients_in
 from carecoord.audit.writer import AuditWriter
 from carecoord.fhir.access import PATIENT_COMPARTMENT, AccessPolicy, Agent
 from carecoord.fhir.errors import Unavailable
@@ -93,7 +93,7 @@ class RestAudit:
             return
         event = self._event(policy, request_id, interaction, rows)
         if event is not None:
-            w.audit(event)
+            w.audit(event, audit_index(event))
 
     async def on_read(
         self,

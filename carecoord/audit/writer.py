@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
+from carecoord.audit.events import audit_index
 from carecoord.fhir.store import FhirStore
 
 __all__ = ["AuditWriter"]
@@ -84,7 +85,7 @@ class AuditWriter:
     def _write(self, batch: list[tuple[list[dict[str, Any]], Future[None]]]) -> None:
         events = [e for evs, _ in batch for e in evs]
         try:
-            self.store.write(lambda w: [w.audit(e) for e in events])
+            self.store.write(lambda w: [w.audit(e, audit_index(e)) for e in events])
         except Exception as exc:
             log.error("audit events could not be written: %s", type(exc).__name__)
             for _, future in batch:

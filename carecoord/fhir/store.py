@@ -44,7 +44,13 @@ from carecoord.fhir.search import (
     parse_search,
     run_search,
 )
-from carecoord.fhir.searchparams import KINDS, SearchRegistry, default_registry, extract_index
+from carecoord.fhir.searchparams import (
+    KINDS,
+    IndexRows,
+    SearchRegistry,
+    default_registry,
+    extract_index,
+)
 from carecoord.fhir.sql import Dialect, dialect_sql
 from carecoord.fhir.tables import resource_versions, resources
 from carecoord.fhir.values import date_range, format_instant, to_micros
@@ -335,9 +341,12 @@ class Writer:
         self._clear_index(rid)
         return WriteResult(StoredResource(res_type, res_id, version, self.now, None))
 
-    def audit(self, event: dict[str, Any]) -> StoredResource:
-        """Append an AuditEvent (the service's own record: no access check applies)."""
-        return self._insert("AuditEvent", new_id(), event, "POST")
+    def audit(self, event: dict[str, Any], index: IndexRows | None = None) -> StoredResource:
+        """Append an AuditEvent (the service's own record: no access check applies).
+
+        ``index``: its search-index rows when the caller has them already (saves extraction).
+        """
+        return self._insert("AuditEvent", new_id(), event, "POST", index)
 
     def read(self, res_type: str, res_id: str) -> StoredResource:
         row = self._one(self._sql.read, (res_type, res_id))
@@ -416,7 +425,12 @@ class Writer:
         return self._one(self._sql.exists, (res_type, res_id)) is not None
 
     def _insert(
-        self, res_type: str, res_id: str, resource: dict[str, Any], method: str
+        self,
+        res_type: str,
+        res_id: str,
+        resource: dict[str, Any],
+        method: str,
+        index: IndexRows | None = None,
     ) -> StoredResource:
         content = _with_meta(res_type, res_id, resource, 1, self.now)
         try:
@@ -432,7 +446,7 @@ class Writer:
         rid = row[0]
         self._last_rid = rid
         self._version_row(rid, res_type, res_id, 1, method, content)
-        self._index_rows(rid, res_type, content)
+        self._index_rows(rid, res_type, content, index)
         return StoredResource(res_type, res_id, 1, self.now, content)
 
     def _version_row(
@@ -449,8 +463,14 @@ class Writer:
         for sql in self._sql.index_delete.values():
             self._one_write(sql, (rid,))
 
-    def _index_rows(self, rid: int, res_type: str, content: bytes) -> None:
-        rows = extract_index(res_type, orjson.loads(content), self.store.registry)
+    def _index_rows(
+        self, rid: int, res_type: str, content: bytes, index: IndexRows | None = None
+    ) -> None:
+        rows = (
+            index
+            if index is not None
+            else extract_index(res_type, orjson.loads(content), self.store.registry)
+        )
         for kind, kind_rows in rows.items():
             if kind_rows:
                 self._index[kind].extend((rid, res_type, *row) for row in kind_rows)
