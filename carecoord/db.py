@@ -89,6 +89,11 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA cache_size=-65536")
+        # Checkpoint every ~40 MB of WAL instead of every 4 MB: index pages rewritten by many
+        # commits are copied back once per checkpoint, not once per 1,000 pages (30% faster
+        # creates, measured in docs/performance.md); the file is cut back to 64 MB afterwards.
+        cur.execute("PRAGMA wal_autocheckpoint=10000")
+        cur.execute("PRAGMA journal_size_limit=67108864")
         cur.close()
 
     @event.listens_for(engine, "begin")
