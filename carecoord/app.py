@@ -25,6 +25,7 @@ from carecoord.auth.routes import router as auth_router
 from carecoord.auth.server import TokenService
 from carecoord.crypto import load_secret_key
 from carecoord.db import make_engine
+from carecoord.fhir.aread import AsyncReader
 from carecoord.fhir.capability import capability_statement
 from carecoord.fhir.errors import FhirError, Issue, operation_outcome
 from carecoord.fhir.router import FHIR_JSON, router
@@ -105,11 +106,20 @@ def create_app(
         store_args["clock"] = clock
     store = FhirStore(engine, **store_args)
     audit_writer = AuditWriter(store)
+    async_reader = (
+        AsyncReader(
+            engine.url.render_as_string(hide_password=False), max_size=settings.db_pool_size
+        )
+        if engine.dialect.name == "postgresql"
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         warm_models(COORDINATED_TYPES)
         yield
+        if async_reader is not None:
+            await async_reader.close()
         audit_writer.close()
         if own_engine:
             engine.dispose()
@@ -130,6 +140,7 @@ def create_app(
         engine, load_secret_key(settings), ttl=settings.access_token_ttl_seconds
     )
     app.state.audit = RestAudit(audit_writer)
+    app.state.async_reader = async_reader
     app.state.session_source = None  # set by the SMART launch module when it is installed
     app.include_router(auth_router)  # before /fhir/{type}: it serves /fhir/.well-known/...
     app.include_router(router)

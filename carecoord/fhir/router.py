@@ -6,7 +6,7 @@ Reads and searches return stored JSON bytes; only writes parse and validate. Err
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from carecoord.audit.rest import RestAudit
 from carecoord.auth.policy import request_policy
 from carecoord.fhir.access import AccessPolicy
+from carecoord.fhir.aread import AsyncReader
 from carecoord.fhir.bundles import EntryOutcome, parse_etag, process_batch, process_transaction
 from carecoord.fhir.errors import (
     Forbidden,
@@ -332,11 +333,19 @@ async def _guarded_read(
     interaction: str,
     target: str,
     call: Callable[[], StoredResource],
+    acall: Callable[[AsyncReader], Awaitable[StoredResource]] | None = None,
 ) -> StoredResource:
-    """A read that is audited whether it succeeds or is refused."""
+    """A read that is audited whether it succeeds or is refused.
+
+    ``acall`` reads on the event loop (PostgreSQL), used when the policy limits nothing.
+    """
     audit = _audit(request)
+    reader: AsyncReader | None = request.app.state.async_reader
     try:
-        stored = await _blocking(store, call)
+        if acall is not None and reader is not None and store.access(policy) is None:
+            stored = await acall(reader)
+        else:
+            stored = await _blocking(store, call)
     except (Forbidden, NotFound) as exc:
         if policy is not None:
             await audit.on_denied(policy, _request_id(request), interaction, target, exc.message)
@@ -363,6 +372,7 @@ async def read(
         "read",
         f"{res_type}/{res_id}",
         lambda: store.read(res_type, res_id, policy=policy),
+        lambda reader: store.aread(res_type, res_id, reader),
     )
     if request.headers.get("if-none-match") == stored.etag:
         return Response(status_code=304, headers={"ETag": stored.etag})
@@ -440,6 +450,7 @@ async def vread(
         "vread",
         f"{res_type}/{res_id}",
         lambda: store.vread(res_type, res_id, int(version), policy=policy),
+        lambda reader: store.avread(res_type, res_id, int(version), reader),
     )
     return _resource_response(stored)
 

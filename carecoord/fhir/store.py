@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, and_, false, or_, select
 
 from carecoord.db import RetryableConflict, is_postgres, read_connection, run_write
 from carecoord.fhir.access import TENANT_SYSTEM, AccessPolicy, RowFilter
+from carecoord.fhir.aread import AsyncReader
 from carecoord.fhir.errors import (
     Conflict,
     Forbidden,
@@ -630,6 +631,17 @@ class FhirStore:
         self._check_read(policy, res_type, res_id, row)
         return _read_row(self._sql, res_type, res_id, row)
 
+    async def aread(self, res_type: str, res_id: str, reader: AsyncReader) -> StoredResource:
+        """``read`` on the event loop (PostgreSQL), for callers whose policy limits nothing."""
+        row = await reader.fetch_one(self._sql.read, (res_type, res_id))
+        return _read_row(self._sql, res_type, res_id, row)
+
+    async def avread(
+        self, res_type: str, res_id: str, version: int, reader: AsyncReader
+    ) -> StoredResource:
+        row = await reader.fetch_one(self._sql.vread, (res_type, res_id, version))
+        return self._vread_row(res_type, res_id, version, row)
+
     def _fetch_one(self, sql: str, params: tuple[Any, ...]) -> Any:
         """One row from a pooled driver connection, outside SQLAlchemy's statement layer."""
         raw = self.engine.raw_connection()
@@ -647,6 +659,9 @@ class FhirStore:
     ) -> StoredResource:
         self._check_read(policy, res_type, res_id, True)
         row = self._fetch_one(self._sql.vread, (res_type, res_id, version))
+        return self._vread_row(res_type, res_id, version, row)
+
+    def _vread_row(self, res_type: str, res_id: str, version: int, row: Any) -> StoredResource:
         if row is None:
             raise NotFound(f"{res_type}/{res_id}/_history/{version} not found")
         last_updated, method, content = row
