@@ -1,6 +1,9 @@
 """Validation at the edge: JSON parsing with limits, and R4 structure checks by fhir.resources.
 
 Every resource that enters the store from outside passes :func:`validate_resource` exactly once.
+A fast structural check derived from the same models (:mod:`carecoord.fhir.fastvalidate`) accepts
+what is certainly valid; everything else goes through the full ``fhir.resources`` validation,
+which gives the verdict and the messages.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from carecoord.fhir.errors import InvalidRequest, Issue, UnknownType
+from carecoord.fhir.fastvalidate import fast_check, warm
 from carecoord.fhir.types import RESOURCE_TYPES
 
 __all__ = ["check_type", "parse_json", "validate_resource", "warm_models"]
@@ -92,9 +96,15 @@ def validate_resource(data: Any, *, expected_type: str | None = None) -> tuple[s
     if expected_type is not None and res_type != expected_type:
         message = f"resourceType {res_type!r} does not match the URL's type {expected_type!r}"
         raise InvalidRequest(message, [Issue(message, expression=("resourceType",))])
+    if fast_check(data):
+        return res_type, data
     model = get_fhir_model_class(res_type)
     try:
         model.model_validate(data)
+    except LookupError as exc:
+        # fhir.resources raises KeyError for a nested resource of an unknown type.
+        message = f"Invalid {res_type}: a contained or nested resource has an unknown resourceType"
+        raise InvalidRequest(message, [Issue(message, "structure")]) from exc
     except ValidationError as exc:
         issues = []
         for err in exc.errors(include_url=False):
@@ -115,6 +125,10 @@ def validate_resource(data: Any, *, expected_type: str | None = None) -> tuple[s
 
 
 def warm_models(types: tuple[str, ...]) -> None:
-    """Import model classes ahead of the first request (each costs tens of ms the first time)."""
+    """Import model classes and build their fast-check tables ahead of the first request.
+
+    Each costs tens of ms the first time.
+    """
     for res_type in types:
         get_fhir_model_class(res_type)
+    warm(types)

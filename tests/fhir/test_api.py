@@ -274,3 +274,10 @@ def test_unknown_fhir_route_is_operation_outcome(client: TestClient) -> None:
     response = client.get("/fhir/Patient/1/_history/1/extra")
     assert response.status_code == 404
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_contained_resource_of_unknown_type_is_a_400(client: TestClient) -> None:
+    body = {"resourceType": "Patient", "contained": [{"resourceType": "Foo", "id": "x"}]}
+    r = client.post("/fhir/Patient", json=body, headers=FHIR)
+    assert r.status_code == 400
+    assert "unknown resourceType" in r.json()["issue"][0]["diagnostics"]
