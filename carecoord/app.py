@@ -33,6 +33,7 @@ from carecoord.fhir.store import Clock, FhirStore
 from carecoord.fhir.types import COORDINATED_TYPES
 from carecoord.fhir.validation import warm_models
 from carecoord.settings import Settings
+from carecoord.smart.routes import install as install_smart
 
 __all__ = ["create_app"]
 
@@ -144,6 +145,7 @@ def create_app(
     app.state.session_source = None  # set by the SMART launch module when it is installed
     app.include_router(auth_router)  # before /fhir/{type}: it serves /fhir/.well-known/...
     app.include_router(router)
+    install_smart(app, settings, engine)  # EHR launches, sessions, JWKS; sets session_source
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

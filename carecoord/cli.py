@@ -15,11 +15,14 @@ from rich.table import Table
 
 from carecoord.auth.cli import clients_app
 from carecoord.settings import ConfigError, Settings, load_settings
+from carecoord.smart.cli import ehr_app, keys_app
 
 app = typer.Typer(help="CareCoord: care coordination on FHIR R4.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(clients_app, name="clients")
+app.add_typer(ehr_app, name="ehr")
+app.add_typer(keys_app, name="keys")
 
 console = Console(stderr=True)
 
@@ -81,8 +84,13 @@ def serve(
         f"CareCoord on http://{settings.host}:{settings.port}/fhir "
         f"(database: {_redact(settings.effective_database_url)})"
     )
+    try:
+        application = create_app(settings)
+    except ConfigError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
     uvicorn.run(
-        create_app(settings),
+        application,
         host=settings.host,
         port=settings.port,
         access_log=False,  # uvicorn's access log prints query strings, which can hold PHI
