@@ -10,7 +10,9 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import pytest
+from sqlalchemy import Engine
 
+from carecoord.fhir.store import FhirStore
 from carecoord.smart.launch import LAUNCH_COOKIE
 from carecoord.smart.sessions import SESSION_COOKIE
 from tests.smart.fake_ehr import (
@@ -38,8 +40,11 @@ def _hosts(chain: list[httpx.Response]) -> list[str]:
     return [f"{r.request.url.host}:{r.request.url.port}{r.request.url.path}" for r in chain]
 
 
-def test_ehr_launch_over_real_http(live_app: tuple[str, FakeEhr]) -> None:
+def test_ehr_launch_over_real_http(live_app: tuple[str, FakeEhr], engine: Engine) -> None:
     app_url, ehr = live_app
+    store = FhirStore(engine)
+    for pid in (PATIENT_ID, "someone-else"):
+        store.update("Patient", pid, {"resourceType": "Patient", "id": pid, "gender": "female"})
     launch_id = ehr.new_launch()
     with httpx.Client(follow_redirects=False, timeout=10) as browser:
         chain = _follow(browser, f"{app_url}/launch?iss={ehr.fhir_base}&launch={launch_id}")
@@ -63,7 +68,14 @@ def test_ehr_launch_over_real_http(live_app: tuple[str, FakeEhr]) -> None:
         assert "HttpOnly" in session_cookie and "samesite=lax" in session_cookie.lower()
         assert "Secure" not in session_cookie  # 127.0.0.1: a browser would drop a Secure cookie
         assert browser.get(f"{app_url}/app/patient").status_code == 200  # the session stays
+        # The same session on CareCoord's own FHIR API: the launch patient's compartment only.
+        own = browser.get(f"{app_url}/fhir/Patient/{PATIENT_ID}")
+        assert own.status_code == 200 and own.json()["id"] == PATIENT_ID
+        assert browser.get(f"{app_url}/fhir/Patient/someone-else").status_code == 404
+        found = browser.get(f"{app_url}/fhir/Patient").json()
+        assert [e["resource"]["id"] for e in found["entry"]] == [PATIENT_ID]
         assert browser.post(f"{app_url}/logout").status_code == 200
+        assert browser.get(f"{app_url}/fhir/Patient/{PATIENT_ID}").status_code == 401
         assert browser.get(f"{app_url}/app/patient").status_code == 401
 
 
