@@ -32,6 +32,8 @@ from carecoord.fhir.router import FHIR_JSON, router
 from carecoord.fhir.store import Clock, FhirStore
 from carecoord.fhir.types import COORDINATED_TYPES
 from carecoord.fhir.validation import warm_models
+from carecoord.jobs import default_registry, import_handler_modules
+from carecoord.jobs.runtime import install as install_jobs
 from carecoord.settings import Settings
 from carecoord.smart.routes import install as install_smart
 
@@ -146,6 +148,8 @@ def create_app(
     app.include_router(auth_router)  # before /fhir/{type}: it serves /fhir/.well-known/...
     app.include_router(router)
     install_smart(app, settings, engine)  # EHR launches, sessions, JWKS; sets session_source
+    import_handler_modules()
+    install_jobs(app, settings, engine, default_registry)  # one worker thread, if configured
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

@@ -14,6 +14,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from carecoord.auth.cli import clients_app
+from carecoord.events.cli import mllp
+from carecoord.jobs.cli import jobs_app, worker
 from carecoord.settings import ConfigError, Settings, load_settings
 from carecoord.smart.cli import ehr_app, keys_app
 
@@ -23,6 +25,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(clients_app, name="clients")
 app.add_typer(ehr_app, name="ehr")
 app.add_typer(keys_app, name="keys")
+app.command("worker")(worker)
+app.add_typer(jobs_app, name="jobs")
+app.command("mllp")(mllp)
 
 console = Console(stderr=True)
 

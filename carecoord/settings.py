@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = Field(
         default=300, ge=30, le=3600, description="Life of access tokens this service issues."
     )
+    run_worker_in_process: bool = Field(
+        default=True,
+        description="Run one job worker thread inside the server (keep true on SQLite); on "
+        "PostgreSQL set false to leave the queue to `carecoord worker` processes.",
+    )
     auth_required: bool = Field(
         default=True,
         description="Authenticate every /fhir request (turn off only for local experiments).",

@@ -84,6 +84,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         max_body_bytes=64 * 1024,
         data_dir=tmp_path / "data",
         secret_key="test-secret-key-0123456789abcdef-0123456789",
+        run_worker_in_process=False,  # tests drive workers themselves
     )
 
 
