@@ -104,6 +104,7 @@ def create_app(
         "max_count": settings.max_page_size,
         "max_include": settings.max_include,
         "base_url": settings.base_url,
+        "group_commit": settings.group_commit,
     }
     if clock is not None:
         store_args["clock"] = clock

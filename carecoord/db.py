@@ -8,9 +8,13 @@ where it must serialise; serialization failures and deadlocks are retried by :fu
 
 from __future__ import annotations
 
+import queue
 import random
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +24,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 __all__ = [
+    "GroupCommitter",
     "RetryableConflict",
+    "group_committer",
     "is_postgres",
     "make_engine",
     "metadata",
@@ -138,3 +144,109 @@ def run_write(engine: Engine, work: Callable[[Connection], T], *, retries: int =
             attempt += 1
             # Exponential backoff with full jitter: 1 ms, 2 ms, 4 ms ... capped at 100 ms.
             time.sleep(random.uniform(0, min(0.1, 0.001 * 2**attempt)))
+
+
+class GroupCommitter:
+    """Group commit for SQLite: one thread runs concurrent write units in a shared transaction.
+
+    SQLite has one writer at a time, and a commit's cost is mostly the pages it writes to the WAL:
+    the index pages that consecutive writes share are written once per commit. Units submitted
+    while a transaction runs join the next one, each in its own savepoint, so a unit that fails
+    is rolled back alone and the others still commit. A caller gets its result only after the
+    commit. Conflicts (``RetryableConflict``, "database is locked") run the unit again.
+    """
+
+    def __init__(self, engine: Engine, *, max_batch: int = 64, retries: int = 8) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self.retries = retries
+        self._queue: queue.SimpleQueue[_Unit] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def run(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a transaction shared with other units; its result once committed."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("a write unit cannot start another write unit")
+        future: Future[Any] = Future()
+        self._ensure_thread()
+        self._queue.put(_Unit(work, future))
+        return future.result()  # type: ignore[no-any-return]
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    thread = threading.Thread(target=self._loop, name="group-commit", daemon=True)
+                    thread.start()
+                    self._thread = thread
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[_Unit]) -> None:
+        done: list[tuple[_Unit, Any]] = []
+        again: list[_Unit] = []
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(**{_WRITE_OPTION: True})
+                with conn.begin():
+                    for unit in batch:
+                        savepoint = conn.begin_nested()
+                        try:
+                            result = unit.work(conn)
+                        except Exception as exc:
+                            savepoint.rollback()
+                            if _is_retryable(exc) and unit.attempt < self.retries:
+                                again.append(unit)
+                            else:
+                                unit.future.set_exception(exc)
+                            continue
+                        savepoint.commit()
+                        done.append((unit, result))
+        except Exception as exc:
+            # BEGIN or COMMIT failed: nothing of this batch is written.
+            for unit, _ in done:
+                if _is_retryable(exc) and unit.attempt < self.retries:
+                    again.append(unit)
+                else:
+                    unit.future.set_exception(exc)
+            done = []
+        for unit, result in done:
+            unit.future.set_result(result)
+        for unit in again:
+            unit.attempt += 1
+            time.sleep(random.uniform(0, min(0.1, 0.001 * 2**unit.attempt)))
+            self._queue.put(unit)
+
+
+class _Unit:
+    __slots__ = ("attempt", "future", "work")
+
+    def __init__(self, work: Callable[[Connection], Any], future: Future[Any]) -> None:
+        self.work = work
+        self.future = future
+        self.attempt = 0
+
+
+_COMMITTERS: weakref.WeakKeyDictionary[Engine, GroupCommitter] = weakref.WeakKeyDictionary()
+_COMMITTERS_LOCK = threading.Lock()
+
+
+def group_committer(engine: Engine) -> GroupCommitter | None:
+    """The engine's group committer (SQLite), shared by every store on it; None on PostgreSQL,
+    whose concurrent transactions already commit in groups."""
+    if engine.dialect.name != "sqlite":
+        return None
+    with _COMMITTERS_LOCK:
+        committer = _COMMITTERS.get(engine)
+        if committer is None:
+            committer = _COMMITTERS[engine] = GroupCommitter(engine)
+        return committer

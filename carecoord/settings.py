@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     write_retries: int = Field(
         default=8, ge=0, description="Retries of a write on a serialization conflict."
     )
+    group_commit: bool = Field(
+        default=True,
+        description="SQLite: concurrent writes share one transaction, each in its own savepoint.",
+    )
     log_level: str = "INFO"
 
     # -- SMART on FHIR and access control ---------------------------------------------------------

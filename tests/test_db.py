@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.script import ScriptDirectory
@@ -93,3 +94,49 @@ def test_run_write_retries_raw_driver_deadlocks(engine: Engine) -> None:
         return len(attempts)
 
     assert run_write(engine, work) == 2
+
+
+def test_group_commit_rolls_back_a_failing_unit_alone(tmp_path: Path) -> None:
+    from concurrent.futures import Future
+
+    from carecoord.db import GroupCommitter, _Unit
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'gc.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER UNIQUE)")
+
+    def insert(value: int, fail: Exception | None = None) -> Any:
+        def work(conn: Any) -> int:
+            conn.exec_driver_sql(f"INSERT INTO t VALUES ({value})")
+            if fail is not None:
+                raise fail
+            return value
+
+        return work
+
+    committer = GroupCommitter(engine, retries=1)
+    units = [
+        _Unit(insert(1), Future()),
+        _Unit(insert(2, ValueError("bad entry")), Future()),
+        _Unit(insert(3), Future()),
+    ]
+    committer._run_batch(units)
+    assert units[0].future.result() == 1 and units[2].future.result() == 3
+    with pytest.raises(ValueError):
+        units[1].future.result()
+    with engine.connect() as conn:
+        assert [r[0] for r in conn.exec_driver_sql("SELECT x FROM t ORDER BY x")] == [1, 3]
+    # Through the thread: results come back, conflicts are retried, errors reach the caller.
+    assert committer.run(insert(4)) == 4
+    with pytest.raises(ValueError):
+        committer.run(insert(5, ValueError("no")))
+    flaky = {"left": 1}
+
+    def conflict_once(conn: Any) -> str:
+        if flaky["left"]:
+            flaky["left"] -= 1
+            raise RetryableConflict("raced")
+        return "ok"
+
+    assert committer.run(conflict_once) == "ok"
+    engine.dispose()

@@ -25,7 +25,13 @@ from typing import Any, TypeVar
 import orjson
 from sqlalchemy import Connection, Engine, and_, false, or_, select
 
-from carecoord.db import RetryableConflict, is_postgres, read_connection, run_write
+from carecoord.db import (
+    RetryableConflict,
+    group_committer,
+    is_postgres,
+    read_connection,
+    run_write,
+)
 from carecoord.fhir.access import TENANT_SYSTEM, AccessPolicy, RowFilter
 from carecoord.fhir.aread import AsyncReader
 from carecoord.fhir.errors import (
@@ -510,6 +516,7 @@ class FhirStore:
         max_count: int = 1000,
         max_include: int = 1000,
         base_url: str | None = None,
+        group_commit: bool = True,
     ) -> None:
         self.engine = engine
         self.registry = registry or default_registry()
@@ -523,6 +530,8 @@ class FhirStore:
         #: A point read on SQLite (WAL) takes microseconds and never waits for a writer, so the
         #: API runs it on the event loop; on PostgreSQL it is a network round trip (threadpool).
         self.inline_reads = engine.dialect.name == "sqlite"
+        #: SQLite: concurrent writes share transactions (group commit); None on PostgreSQL.
+        self._committer = group_committer(engine) if group_commit else None
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -576,6 +585,8 @@ class FhirStore:
             writer.flush()
             return result
 
+        if self._committer is not None:
+            return self._committer.run(unit)
         return run_write(self.engine, unit, retries=self.retries)
 
     def create(
