@@ -25,6 +25,7 @@ from carecoord.auth.routes import router as auth_router
 from carecoord.auth.server import TokenService
 from carecoord.crypto import load_secret_key
 from carecoord.db import make_engine
+from carecoord.events.runtime import install as install_events
 from carecoord.fhir.aread import AsyncReader
 from carecoord.fhir.capability import capability_statement
 from carecoord.fhir.errors import FhirError, Issue, operation_outcome
@@ -147,6 +148,7 @@ def create_app(
     app.state.async_reader = async_reader
     app.state.session_source = None  # set by the SMART launch module when it is installed
     app.include_router(auth_router)  # before /fhir/{type}: it serves /fhir/.well-known/...
+    install_events(app, settings, engine)  # $process-message ahead of /fhir/{type}; Encounter jobs
     app.include_router(router)
     install_smart(app, settings, engine)  # EHR launches, sessions, JWKS; sets session_source
     import_handler_modules()

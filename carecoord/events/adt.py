@@ -4,6 +4,9 @@ The ACK is built only after the transaction commits: AA when the event is stored
 before: a replay changes nothing), AE/AR with ERR when the message is refused or cannot be
 applied, in which case the raw frame is stored as a ``rejected`` or ``error`` event for review.
 When not even that can be stored, :class:`EventNotStored` is raised and no ACK may be sent.
+
+In the same transaction each Patient or Encounter change gets an AuditEvent (agent: the listener,
+``mllp:<name>``) and each new Encounter version its ``automation.encounter`` job.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import Any
 
 import orjson
 
+from carecoord.audit.events import audit_event, audit_index, patients_in
 from carecoord.db import run_write
+from carecoord.events.encounters import EncounterEvent, encounter_hook
 from carecoord.events.errors import EventNotStored
 from carecoord.events.records import (
     EventStatus,
@@ -26,9 +31,11 @@ from carecoord.events.records import (
     payload_key,
     record_event,
 )
+from carecoord.fhir.access import Agent
 from carecoord.fhir.errors import InvalidRequest, PreconditionFailed
-from carecoord.fhir.store import Clock, FhirStore, Writer
+from carecoord.fhir.store import Clock, FhirStore, StoredResource, WriteHook, Writer
 from carecoord.fhir.validation import validate_resource
+from carecoord.fhir.values import format_instant
 from integrations.hl7v2 import (
     AdtMessage,
     FeedConfig,
@@ -44,9 +51,19 @@ from integrations.hl7v2 import (
     read_adt,
 )
 
-__all__ = ["AdtIntake", "IntakeResult", "write_adt"]
+__all__ = ["ADT_EVENTS", "AdtIntake", "IntakeResult", "adt_hook", "write_adt"]
 
 log = logging.getLogger(__name__)
+
+#: The Encounter event each ADT trigger declares; A08 declares none (it is read from the data).
+ADT_EVENTS: dict[str, EncounterEvent] = {
+    "A01": EncounterEvent.ADMIT,
+    "A02": EncounterEvent.TRANSFER,
+    "A03": EncounterEvent.DISCHARGE,
+    "A04": EncounterEvent.ADMIT,
+    "A11": EncounterEvent.CANCEL,
+    "A13": EncounterEvent.CANCEL,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +130,24 @@ def write_adt(w: Writer, adt: AdtMessage) -> list[str]:
         if encounter_id is not None:
             produced.append(f"Encounter/{encounter_id}")
     return produced
+
+
+def adt_hook(source: str, event: str) -> WriteHook:
+    """The write hook of one ADT message: audit each change, note the Encounter's event."""
+    agent = Agent("system", source)
+
+    def audit(w: Writer, res_type: str, stored: StoredResource, _: str | None) -> None:
+        record = audit_event(
+            interaction="create" if stored.version_id == 1 else "update",
+            agent=agent,
+            recorded=format_instant(w.now),
+            request_id=None,
+            patients=patients_in(res_type, stored.res_id, stored.content),
+            targets=[f"{res_type}/{stored.res_id}"],
+        )
+        w.audit(record, audit_index(record))
+
+    return encounter_hook(source=source, hint=ADT_EVENTS.get(event), also=audit)
 
 
 def _failure(exc: Exception) -> ProcessingFailed:
@@ -184,6 +219,7 @@ class AdtIntake:
                     _digest(key),
                 )
             return existing.id, None
+        w.on_written = adt_hook(self.source, adt.event)
         produced = write_adt(w, adt)
         event_id, _ = record_event(
             w.conn,

@@ -68,6 +68,7 @@ __all__ = [
     "HistoryEntry",
     "HistoryPage",
     "StoredResource",
+    "WriteHook",
     "WriteResult",
     "Writer",
     "new_id",
@@ -123,6 +124,12 @@ class WriteResult:
         return 201 if self.created else 200
 
 
+#: Runs inside the transaction after a Writer created or updated a resource (not for unchanged
+#: writes, deletes or AuditEvents): (writer, type, the new version, the previous version's
+#: ``status`` or None). Raising rolls the whole unit of work back.
+WriteHook = Callable[["Writer", str, StoredResource, str | None], None]
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     resource: StoredResource
@@ -176,6 +183,8 @@ class Writer:
         self.conn = conn
         self.policy = policy
         self.access = store.access(policy)
+        #: The store's write hook; a unit of work may replace it for its own writes.
+        self.on_written: WriteHook | None = store.on_written
         self.now = to_micros(store.clock())
         self._pg = is_postgres(conn)
         self._sql = dialect_sql(self._pg)
@@ -256,6 +265,7 @@ class Writer:
             raise Conflict(f"{res_type}/{res_id} already exists")
         stored = self._insert(res_type, res_id or new_id(), self._stamp(resource), "POST")
         self._check_written(res_type, "c")
+        self._notify(res_type, stored, None)
         return WriteResult(stored, created=True)
 
     def update(
@@ -276,6 +286,7 @@ class Writer:
                 )
             created = self._insert(res_type, res_id, self._stamp(resource), "PUT")
             self._check_written(res_type, "c")
+            self._notify(res_type, created, None)
             return WriteResult(created, created=True)
         rid, version, deleted, last_updated, stored = row
         if res_type == "AuditEvent" and not deleted:
@@ -301,9 +312,9 @@ class Writer:
         self._clear_index(rid)
         self._index_rows(rid, res_type, content)
         self._check_written(res_type, "u", rid)
-        return WriteResult(
-            StoredResource(res_type, res_id, version, self.now, content), created=bool(deleted)
-        )
+        written = StoredResource(res_type, res_id, version, self.now, content)
+        self._notify(res_type, written, None if deleted else stored)
+        return WriteResult(written, created=bool(deleted))
 
     def conditional_update(
         self,
@@ -425,6 +436,13 @@ class Writer:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def _notify(self, res_type: str, stored: StoredResource, previous: bytes | None) -> None:
+        """Run the write hook, if any, with the previous version's status."""
+        if self.on_written is None:
+            return
+        status = orjson.loads(previous).get("status") if previous else None
+        self.on_written(self, res_type, stored, status if isinstance(status, str) else None)
+
     def _one_write(self, sql: str, params: tuple[Any, ...]) -> None:
         self._db.execute(sql, params).close()
 
@@ -526,6 +544,8 @@ class FhirStore:
         self.max_count = max_count
         self.max_include = max_include
         self.base_url = base_url
+        #: Hook run after every create and update of this store's Writers (see ``WriteHook``).
+        self.on_written: WriteHook | None = None
         self._sql = dialect_sql(engine.dialect.name == "postgresql")
         #: A point read on SQLite (WAL) takes microseconds and never waits for a writer, so the
         #: API runs it on the event loop; on PostgreSQL it is a network round trip (threadpool).
