@@ -30,13 +30,17 @@ from carecoord.fhir.aread import AsyncReader
 from carecoord.fhir.capability import capability_statement
 from carecoord.fhir.errors import FhirError, Issue, operation_outcome
 from carecoord.fhir.router import FHIR_JSON, router
-from carecoord.fhir.store import Clock, FhirStore
+from carecoord.fhir.store import Clock, FhirStore, StoredResource, WriteHook, Writer
 from carecoord.fhir.types import COORDINATED_TYPES
 from carecoord.fhir.validation import warm_models
 from carecoord.jobs import default_registry, import_handler_modules
 from carecoord.jobs.runtime import install as install_jobs
 from carecoord.settings import Settings
 from carecoord.smart.routes import install as install_smart
+from carecoord.sync import install as install_sync
+from carecoord.sync import register_handlers as register_sync_handlers
+from carecoord.sync.bulk import register_bulk_handlers
+from carecoord.sync.push import PushHook, register_push_handlers
 
 __all__ = ["create_app"]
 
@@ -91,6 +95,18 @@ class RequestLog:
                     (time.perf_counter() - started) * 1000,
                     request_id,
                 )
+
+
+def _chain_write_hook(store: FhirStore, hook: WriteHook) -> None:
+    """Run ``hook`` after the store's current write hook (both in the write's transaction)."""
+    previous = store.on_written
+
+    def both(w: Writer, res_type: str, stored: StoredResource, status: str | None) -> None:
+        if previous is not None:
+            previous(w, res_type, stored, status)
+        hook(w, res_type, stored, status)
+
+    store.on_written = both
 
 
 def create_app(
@@ -151,6 +167,11 @@ def create_app(
     install_events(app, settings, engine)  # $process-message ahead of /fhir/{type}; Encounter jobs
     app.include_router(router)
     install_smart(app, settings, engine)  # EHR launches, sessions, JWKS; sets session_source
+    install_sync(app, settings, engine)  # GET /sync/status; validates config/sync/sync.toml
+    register_sync_handlers(default_registry, settings=settings)
+    register_push_handlers(default_registry, settings=settings)
+    register_bulk_handlers(default_registry, settings=settings)
+    _chain_write_hook(store, PushHook(app.state.smart.connections))  # Task & co. to EHRs
     import_handler_modules()
     install_jobs(app, settings, engine, default_registry)  # one worker thread, if configured
 

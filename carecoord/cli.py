@@ -18,6 +18,8 @@ from carecoord.events.cli import mllp
 from carecoord.jobs.cli import jobs_app, worker
 from carecoord.settings import ConfigError, Settings, load_settings
 from carecoord.smart.cli import ehr_app, keys_app
+from carecoord.sync.bulk_cli import bulk_command
+from carecoord.sync.cli import sync_app
 
 app = typer.Typer(help="CareCoord: care coordination on FHIR R4.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -28,6 +30,8 @@ app.add_typer(keys_app, name="keys")
 app.command("worker")(worker)
 app.add_typer(jobs_app, name="jobs")
 app.command("mllp")(mllp)
+sync_app.command("bulk")(bulk_command)
+app.add_typer(sync_app, name="sync")
 
 console = Console(stderr=True)
 

@@ -189,7 +189,12 @@ class GroupCommitter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            self._run_batch(batch)
+            try:
+                self._run_batch(batch)
+            except BaseException as exc:  # the thread must outlive any unit: callers wait on it
+                for unit in batch:
+                    if not unit.future.done():
+                        unit.future.set_exception(exc)
 
     def _run_batch(self, batch: list[_Unit]) -> None:
         done: list[tuple[_Unit, Any]] = []
@@ -202,7 +207,7 @@ class GroupCommitter:
                         savepoint = conn.begin_nested()
                         try:
                             result = unit.work(conn)
-                        except Exception as exc:
+                        except BaseException as exc:  # not only Exception: see _loop
                             savepoint.rollback()
                             if _is_retryable(exc) and unit.attempt < self.retries:
                                 again.append(unit)
@@ -211,7 +216,7 @@ class GroupCommitter:
                             continue
                         savepoint.commit()
                         done.append((unit, result))
-        except Exception as exc:
+        except BaseException as exc:
             # BEGIN or COMMIT failed: nothing of this batch is written.
             for unit, _ in done:
                 if _is_retryable(exc) and unit.attempt < self.retries:

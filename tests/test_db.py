@@ -140,3 +140,18 @@ def test_group_commit_rolls_back_a_failing_unit_alone(tmp_path: Path) -> None:
 
     assert committer.run(conflict_once) == "ok"
     engine.dispose()
+
+
+def test_group_commit_survives_a_unit_raising_a_base_exception(tmp_path: Path) -> None:
+    from carecoord.db import GroupCommitter
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'gc2.db'}")
+    committer = GroupCommitter(engine)
+
+    def interrupted(conn: Any) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        committer.run(interrupted)
+    assert committer.run(lambda conn: conn.exec_driver_sql("SELECT 1").scalar()) == 1
+    engine.dispose()
