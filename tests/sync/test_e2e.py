@@ -22,12 +22,14 @@ from carecoord.app import create_app
 from carecoord.auth.clients import add_client
 from carecoord.db import make_engine, read_connection
 from carecoord.fhir.store import FhirStore
+from carecoord.jobs import Registry, Worker
 from carecoord.migrate import upgrade
 from carecoord.settings import Settings
 from carecoord.smart.keys import KeyStore
 from carecoord.sync.config import parse_population
 from carecoord.sync.identity import local_id, source_reference
 from carecoord.sync.pull import PullReport
+from carecoord.sync.push import identifier_system, register_push_handlers
 from carecoord.sync.runtime import SyncRuntime
 from tests.sync.conftest import run, write_connection, write_sync_config
 
@@ -99,7 +101,9 @@ def remote_ehr(tmp_path: Path, settings: Settings) -> Iterator[RemoteEhr]:
     engine = make_engine(remote_settings.effective_database_url)
     upgrade(engine)
     ours = KeyStore(settings.effective_keys_dir).jwks()
-    add_client(engine, client_id=CLIENT_ID, name="CareCoord sync", scope="system/*.rs", jwks=ours)
+    add_client(
+        engine, client_id=CLIENT_ID, name="CareCoord sync", scope="system/*.cruds", jwks=ours
+    )
     store = FhirStore(engine)
     _chart(store)
     port = _free_port()
@@ -192,3 +196,51 @@ def test_pull_from_another_carecoord_over_http(
 
     text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("carecoord.sync"))
     assert "Zyxwvut" not in text and "pat-3" not in text and "?" not in text
+
+
+def test_a_task_written_here_is_pushed_back_to_the_other_carecoord(
+    remote_ehr: RemoteEhr, settings: Settings, engine: Engine
+) -> None:
+    write_connection(
+        settings,
+        CONNECTION,
+        iss=remote_ehr.fhir_base,
+        client_id=CLIENT_ID,
+        backend_scope="system/*.cruds",
+        read_only=False,
+    )
+    write_sync_config(settings, '[connections.other-carecoord]\ntypes = ["Patient"]\n')
+    _pull(settings, engine, "patients:pat-3")
+    app = create_app(settings, engine=engine)  # its write hook queues pushes
+    store: FhirStore = app.state.store
+    patient = f"Patient/{local_id(CONNECTION, 'Patient', 'pat-3')}"
+    task = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "description": "Call within 2 business days of discharge",
+        "for": {"reference": patient},
+    }
+    local = store.create("Task", task).resource.res_id
+    registry = Registry()
+    register_push_handlers(registry, settings=settings)
+    worker = Worker(engine, registry, worker_id="e2e")
+    assert worker.run_once() == 1
+
+    found = remote_ehr.store.search(
+        remote_ehr.store.parse("Task", [("identifier", f"{identifier_system('Task')}|{local}")])
+    )
+    assert len(found.matches) == 1
+    pushed = orjson.loads(found.matches[0][2])
+    assert pushed["for"]["reference"] == "Patient/pat-3"  # the EHR's own id, not ours
+    assert pushed["meta"]["versionId"] == "1"
+
+    # A local change goes out as an update with If-Match; the EHR keeps one Task, version 2.
+    changed = orjson.loads(store.read("Task", local).content or b"{}")
+    changed["status"] = "in-progress"
+    store.update("Task", local, changed)
+    assert worker.run_once() == 1
+    again = remote_ehr.store.read("Task", pushed["id"])
+    assert again.version_id == 2
+    assert orjson.loads(again.content or b"{}")["status"] == "in-progress"
+    assert worker.run_once() == 0  # nothing left; a replay would change nothing
