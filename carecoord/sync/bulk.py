@@ -50,6 +50,7 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from carecoord.db import read_connection, run_write
+from carecoord.events.encounters import encounter_hook
 from carecoord.fhir.store import FhirStore, Writer
 from carecoord.fhir.types import RESOURCE_TYPES
 from carecoord.jobs import Fatal, JobContext, Registry, RetryLater, enqueue
@@ -951,6 +952,8 @@ class BulkExporter:
         connection = self.connection
 
         def work(w: Writer) -> Counts:
+            # Encounters that change at the EHR are events for automation, like ADT ones.
+            w.on_written = encounter_hook(source=f"sync:{self.connection}")
             now = self._now()
             referred = {key for item in items for key in item.referred}
             own = {(item.res_type, item.source_id) for item in items}

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from carecoord.db import read_connection, run_write
+from carecoord.events.encounters import encounter_hook
 from carecoord.fhir.errors import FhirError
 from carecoord.fhir.store import FhirStore, Writer
 from carecoord.fhir.validation import validate_resource
@@ -521,6 +522,8 @@ class Puller:
         unknown = referred - own - self._recorded
 
         def work(w: Writer) -> Counts:
+            # Encounters that change at the EHR are events for automation, like ADT ones.
+            w.on_written = encounter_hook(source=f"sync:{self.connection}")
             now = self._now()
             known = lookup(w.conn, self.connection, own | unknown)
             written = skipped = 0

@@ -33,10 +33,18 @@ __all__ = [
 
 HL7_NULL = '""'
 
+
 # python-hl7 logs whole field values (patient data) when it meets an escape sequence it does not
 # know, under loggers named after its source files: silence them.
+# A filter, not ``disabled``: logging.config.dictConfig (uvicorn's, for one) re-enables loggers.
+def _drop(_: logging.LogRecord) -> bool:
+    return False
+
+
 for _module in (hl7.util, hl7.containers):
-    logging.getLogger(_module.__file__).disabled = True
+    _logger = logging.getLogger(_module.__file__)
+    _logger.disabled = True
+    _logger.addFilter(_drop)
 
 # MSH-18 character set names (table 0211) -> Python codecs.
 _CHARSETS = {

@@ -22,7 +22,7 @@ from carecoord.app import create_app
 from carecoord.auth.clients import add_client
 from carecoord.db import make_engine, read_connection
 from carecoord.fhir.store import FhirStore
-from carecoord.jobs import Registry, Worker
+from carecoord.jobs import Registry, Worker, list_jobs
 from carecoord.migrate import upgrade
 from carecoord.settings import Settings
 from carecoord.smart.keys import KeyStore
@@ -166,6 +166,8 @@ def test_pull_from_another_carecoord_over_http(
     assert report.by_type["Patient"].written == 6
     assert report.by_type["Encounter"].written == 12
     assert report.counts.written == 6 + 12 + 3 and report.counts.rejected == 0
+    # Each pulled Encounter is an event for automation, queued once per version.
+    assert len(list_jobs(engine, kind="automation.encounter")) == 12
 
     enc = _local(engine, "Encounter", "enc-3-1")
     assert enc["subject"]["reference"] == f"Patient/{local_id(CONNECTION, 'Patient', 'pat-3')}"
@@ -188,6 +190,7 @@ def test_pull_from_another_carecoord_over_http(
     assert again.counts.written == 1 and again.by_type["Encounter"].written == 1
     assert _local(engine, "Encounter", "enc-2-0")["status"] == "entered-in-error"
     assert _local(engine, "Encounter", "enc-2-0")["meta"]["versionId"] == "2"
+    assert len(list_jobs(engine, kind="automation.encounter")) == 13  # the cancel, once
 
     # what a push needs: the EHR's id of a local resource
     with read_connection(engine) as conn:
