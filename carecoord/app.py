@@ -23,6 +23,8 @@ from carecoord.audit.rest import RestAudit
 from carecoord.audit.writer import AuditWriter
 from carecoord.auth.routes import router as auth_router
 from carecoord.auth.server import TokenService
+from carecoord.cases import handlers as case_handlers
+from carecoord.cases import routes as case_routes
 from carecoord.crypto import load_secret_key
 from carecoord.db import make_engine
 from carecoord.events.runtime import install as install_events
@@ -35,12 +37,20 @@ from carecoord.fhir.types import COORDINATED_TYPES
 from carecoord.fhir.validation import warm_models
 from carecoord.jobs import default_registry, import_handler_modules
 from carecoord.jobs.runtime import install as install_jobs
+from carecoord.pccm import handlers as pccm_handlers
+from carecoord.pccm import routes as pccm_routes
 from carecoord.settings import Settings
 from carecoord.smart.routes import install as install_smart
 from carecoord.sync import install as install_sync
 from carecoord.sync import register_handlers as register_sync_handlers
 from carecoord.sync.bulk import register_bulk_handlers
 from carecoord.sync.push import PushHook, register_push_handlers
+from carecoord.transitions import handlers as transition_handlers
+from carecoord.transitions import routes as transition_routes
+from carecoord.transitions.metrics import routes as metrics_routes
+from carecoord.transitions.readmissions import routes as readmission_routes
+from carecoord.transitions.risk import routes as risk_routes
+from carecoord.web import routes as web_routes
 
 __all__ = ["create_app"]
 
@@ -171,6 +181,13 @@ def create_app(
     register_sync_handlers(default_registry, settings=settings)
     register_push_handlers(default_registry, settings=settings)
     register_bulk_handlers(default_registry, settings=settings)
+    for feature in (transition_routes, risk_routes, readmission_routes, metrics_routes):
+        feature.install(app, settings, engine)
+    pccm_routes.install(app, settings, engine)
+    case_routes.install(app, settings, engine)
+    web_routes.install(app, settings, engine)
+    for handlers in (transition_handlers, pccm_handlers, case_handlers):
+        handlers.register_handlers(default_registry, settings=settings)
     _chain_write_hook(store, PushHook(app.state.smart.connections))  # Task & co. to EHRs
     import_handler_modules()
     install_jobs(app, settings, engine, default_registry)  # one worker thread, if configured

@@ -14,12 +14,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from carecoord.auth.cli import clients_app
+from carecoord.cases.cli import app as cases_app
 from carecoord.events.cli import mllp
 from carecoord.jobs.cli import jobs_app, worker
+from carecoord.pccm.cli import app as pccm_app
 from carecoord.settings import ConfigError, Settings, load_settings
 from carecoord.smart.cli import ehr_app, keys_app
 from carecoord.sync.bulk_cli import bulk_command
 from carecoord.sync.cli import sync_app
+from carecoord.transitions.cli import app as transitions_app
+from carecoord.transitions.readmissions.cli import app as readmissions_app
+from carecoord.web.cli import demo
 
 app = typer.Typer(help="CareCoord: care coordination on FHIR R4.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -32,6 +37,11 @@ app.add_typer(jobs_app, name="jobs")
 app.command("mllp")(mllp)
 sync_app.command("bulk")(bulk_command)
 app.add_typer(sync_app, name="sync")
+app.add_typer(transitions_app, name="transitions")
+app.add_typer(readmissions_app, name="readmissions")
+app.add_typer(pccm_app, name="pccm")
+app.add_typer(cases_app, name="cases")
+app.command("demo")(demo)
 
 console = Console(stderr=True)
 

@@ -32,7 +32,7 @@ __all__ = [
 
 #: Modules that register handlers on :data:`default_registry` when imported; ``carecoord worker``
 #: imports them (features add theirs here, e.g. ``"carecoord.sync.handlers"``).
-HANDLER_MODULES: Final[tuple[str, ...]] = ("carecoord.sync.autoregister",)
+HANDLER_MODULES: Final[tuple[str, ...]] = ("carecoord.sync.autoregister", "carecoord.autoregister")
 
 _KIND = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 

@@ -1,0 +1,1 @@
+"""Case management from intake to closure."""

@@ -1,0 +1,1 @@
+"""Medicaid PCCM: primary-care-provider assignment."""

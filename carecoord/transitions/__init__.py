@@ -1,0 +1,1 @@
+"""Care transitions: discharge checklists with TCM clocks, the Task workflow, escalation."""

@@ -1,0 +1,1 @@
+"""Care-transition program metrics."""

@@ -1,0 +1,1 @@
+"""Readmission risk at discharge: LACE and HOSPITAL."""

@@ -1,0 +1,1 @@
+"""Screens for nurse case managers, PCPs and program managers."""
