@@ -27,6 +27,8 @@ __all__ = [
     "CareRole",
     "TaskCode",
     "code_systems",
+    "role_display",
+    "task_display",
     "task_identifier",
 ]
 
@@ -34,7 +36,8 @@ _BASE: Final = "https://carecoord.org/fhir"
 
 #: Task.code of every generated work item.
 TASK_CODE_SYSTEM: Final = f"{_BASE}/CodeSystem/care-transition-task"
-#: Task.identifier of a generated item: value ``{encounter id}:{item code}``.
+#: Task.identifier of a generated item: value ``{source id}:{item key}`` (source: the discharge
+#: Encounter's id for checklists; the item key is unique in its checklist, often the code).
 TASK_IDENTIFIER_SYSTEM: Final = f"{_BASE}/sid/transition-task"
 #: CarePlan.identifier of a transition checklist: value = the discharge Encounter's id.
 CAREPLAN_IDENTIFIER_SYSTEM: Final = f"{_BASE}/sid/transition-careplan"
@@ -166,9 +169,9 @@ _ROLE_DISPLAY: Final[dict[CareRole, str]] = {
 }
 
 
-def task_identifier(encounter_id: str, code: str) -> dict[str, str]:
-    """The deterministic identifier of the item ``code`` generated for an encounter."""
-    return {"system": TASK_IDENTIFIER_SYSTEM, "value": f"{encounter_id}:{code}"}
+def task_identifier(source_id: str, item: str) -> dict[str, str]:
+    """The deterministic identifier of the item keyed ``item`` generated for ``source_id``."""
+    return {"system": TASK_IDENTIFIER_SYSTEM, "value": f"{source_id}:{item}"}
 
 
 def _code_system(url: str, name: str, title: str, concepts: list[dict[str, Any]]) -> dict[str, Any]:
