@@ -32,7 +32,7 @@ from carecoord.fhir.aread import AsyncReader
 from carecoord.fhir.capability import capability_statement
 from carecoord.fhir.errors import FhirError, Issue, operation_outcome
 from carecoord.fhir.router import FHIR_JSON, router
-from carecoord.fhir.store import Clock, FhirStore, StoredResource, WriteHook, Writer
+from carecoord.fhir.store import Clock, FhirStore
 from carecoord.fhir.types import COORDINATED_TYPES
 from carecoord.fhir.validation import warm_models
 from carecoord.jobs import default_registry, import_handler_modules
@@ -107,18 +107,6 @@ class RequestLog:
                 )
 
 
-def _chain_write_hook(store: FhirStore, hook: WriteHook) -> None:
-    """Run ``hook`` after the store's current write hook (both in the write's transaction)."""
-    previous = store.on_written
-
-    def both(w: Writer, res_type: str, stored: StoredResource, status: str | None) -> None:
-        if previous is not None:
-            previous(w, res_type, stored, status)
-        hook(w, res_type, stored, status)
-
-    store.on_written = both
-
-
 def create_app(
     settings: Settings, *, engine: Engine | None = None, clock: Clock | None = None
 ) -> FastAPI:
@@ -188,7 +176,7 @@ def create_app(
     web_routes.install(app, settings, engine)
     for handlers in (transition_handlers, pccm_handlers, case_handlers):
         handlers.register_handlers(default_registry, settings=settings)
-    _chain_write_hook(store, PushHook(app.state.smart.connections))  # Task & co. to EHRs
+    store.add_write_hook(PushHook(app.state.smart.connections))  # Task & co. to EHRs
     import_handler_modules()
     install_jobs(app, settings, engine, default_registry)  # one worker thread, if configured
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -183,6 +184,8 @@ class Writer:
         self.conn = conn
         self.policy = policy
         self.access = store.access(policy)
+        #: True while the service acts on its own behalf (see :meth:`as_system`).
+        self.internal = policy is None
         #: The store's write hook; a unit of work may replace it for its own writes.
         self.on_written: WriteHook | None = store.on_written
         self.now = to_micros(store.clock())
@@ -192,6 +195,17 @@ class Writer:
         self._versions: list[tuple[Any, ...]] = []
         self._last_rid = 0
         self._index: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in KINDS}
+
+    @contextmanager
+    def as_system(self) -> Iterator[Writer]:
+        """Write as the service itself (no scope limits; the tenant still applies): for the
+        consequences of a write the caller was allowed to make, e.g. closing its CarePlan."""
+        access, internal = self.access, self.internal
+        self.access, self.internal = None, True
+        try:
+            yield self
+        finally:
+            self.access, self.internal = access, internal
 
     def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
         cur = self._db.execute(sql, params)
@@ -556,6 +570,19 @@ class FhirStore:
     # -- writes --------------------------------------------------------------------------------
 
     # -- access ----------------------------------------------------------------------------------
+
+    def add_write_hook(self, hook: WriteHook) -> None:
+        """Run ``hook`` after the current write hook, in each write's transaction."""
+        previous = self.on_written
+        if previous is None:
+            self.on_written = hook
+            return
+
+        def both(w: Writer, res_type: str, stored: StoredResource, status: str | None) -> None:
+            previous(w, res_type, stored, status)
+            hook(w, res_type, stored, status)
+
+        self.on_written = both
 
     def access(self, policy: AccessPolicy | None) -> Access | None:
         """The policy as row conditions per (type, permission); None when nothing is limited."""

@@ -240,10 +240,10 @@ def test_a_task_written_here_is_pushed_back_to_the_other_carecoord(
 
     # A local change goes out as an update with If-Match; the EHR keeps one Task, version 2.
     changed = orjson.loads(store.read("Task", local).content or b"{}")
-    changed["status"] = "in-progress"
+    changed["status"] = "accepted"
     store.update("Task", local, changed)
     assert worker.run_once() == 1
     again = remote_ehr.store.read("Task", pushed["id"])
     assert again.version_id == 2
-    assert orjson.loads(again.content or b"{}")["status"] == "in-progress"
+    assert orjson.loads(again.content or b"{}")["status"] == "accepted"
     assert worker.run_once() == 0  # nothing left; a replay would change nothing
