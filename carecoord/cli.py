@@ -65,9 +65,13 @@ def _migrate(settings: Settings) -> None:
     from carecoord.db import make_engine
     from carecoord.migrate import upgrade
 
+    from carecoord.fhir.store import FhirStore
+    from carecoord.transitions.publish import publish_code_systems
+
     engine = make_engine(settings.effective_database_url)
     try:
         upgrade(engine)
+        publish_code_systems(FhirStore(engine))
     finally:
         engine.dispose()
 

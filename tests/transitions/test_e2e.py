@@ -354,3 +354,28 @@ def test_no_interpreter_for_an_english_speaking_patient(
     app_client.post("/fhir/Encounter", json=discharge(patient))
     run_jobs()
     assert "interpreter" not in items(checklist(app_client, patient))
+
+
+def test_the_task_codes_are_published_as_a_code_system(
+    app_client: TestClient, store: FhirStore
+) -> None:
+    from carecoord.transitions.publish import publish_code_systems
+
+    assert publish_code_systems(store) == 3
+    assert publish_code_systems(store) == 0  # a rerun changes nothing
+    system = app_client.get("/fhir/CodeSystem/care-transition-task").json()
+    assert system["url"] == TASK_CODE_SYSTEM
+    codes = {c["code"] for c in system["concept"]}
+    assert {
+        "tcm-interactive-contact",
+        "tcm-face-to-face-visit",
+        "medication-reconciliation",
+        "discharge-summary-to-pcp",
+        "follow-up-appointment",
+        "follow-up-call",
+        "teach-back-education",
+        "red-flags-education",
+        "pending-results-follow-up",
+        "home-services-equipment",
+        "interpreter",
+    } <= codes

@@ -29,36 +29,36 @@ STATUSES = (
     "entered-in-error",
 )
 OPEN = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
-O, R, C = "owner", "requester", "case-manager"
+OWN, REQ, CM = "owner", "requester", "case-manager"
 
 # The table as the product promises it, written out by hand: (from, to) -> who may.
 EXPECTED: dict[tuple[str, str], set[str]] = {
-    ("draft", "requested"): {R, C},
-    ("draft", "ready"): {R, C},
-    ("requested", "received"): {O, C},
-    ("requested", "accepted"): {O, C},
-    ("requested", "rejected"): {O},
-    ("received", "accepted"): {O, C},
-    ("received", "rejected"): {O},
-    ("accepted", "in-progress"): {O, C},
-    ("accepted", "completed"): {O, C},
-    ("accepted", "failed"): {O, C},
-    ("ready", "in-progress"): {O, C},
-    ("ready", "completed"): {O, C},
-    ("ready", "failed"): {O, C},
-    ("in-progress", "completed"): {O, C},
-    ("in-progress", "failed"): {O, C},
+    ("draft", "requested"): {REQ, CM},
+    ("draft", "ready"): {REQ, CM},
+    ("requested", "received"): {OWN, CM},
+    ("requested", "accepted"): {OWN, CM},
+    ("requested", "rejected"): {OWN},
+    ("received", "accepted"): {OWN, CM},
+    ("received", "rejected"): {OWN},
+    ("accepted", "in-progress"): {OWN, CM},
+    ("accepted", "completed"): {OWN, CM},
+    ("accepted", "failed"): {OWN, CM},
+    ("ready", "in-progress"): {OWN, CM},
+    ("ready", "completed"): {OWN, CM},
+    ("ready", "failed"): {OWN, CM},
+    ("in-progress", "completed"): {OWN, CM},
+    ("in-progress", "failed"): {OWN, CM},
     **{
-        (s, "on-hold"): {O, R, C}
+        (s, "on-hold"): {OWN, REQ, CM}
         for s in ("requested", "received", "accepted", "ready", "in-progress")
     },
     **{
-        ("on-hold", s): {O, R, C}
+        ("on-hold", s): {OWN, REQ, CM}
         for s in ("requested", "received", "accepted", "ready", "in-progress")
     },
-    **{(s, "cancelled"): {R, C} for s in OPEN},
-    **{(s, "entered-in-error"): {R, C} for s in OPEN},
-    **{(s, "entered-in-error"): {C} for s in ("completed", "failed", "cancelled", "rejected")},
+    **{(s, "cancelled"): {REQ, CM} for s in OPEN},
+    **{(s, "entered-in-error"): {REQ, CM} for s in OPEN},
+    **{(s, "entered-in-error"): {CM} for s in ("completed", "failed", "cancelled", "rejected")},
 }
 
 
