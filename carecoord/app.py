@@ -25,6 +25,7 @@ from carecoord.auth.routes import router as auth_router
 from carecoord.auth.server import TokenService
 from carecoord.cases import handlers as case_handlers
 from carecoord.cases import routes as case_routes
+from carecoord.cases.hook import case_phase_guard
 from carecoord.crypto import load_secret_key
 from carecoord.db import make_engine
 from carecoord.events.runtime import install as install_events
@@ -177,6 +178,7 @@ def create_app(
     for handlers in (transition_handlers, pccm_handlers, case_handlers):
         handlers.register_handlers(default_registry, settings=settings)
     store.add_write_hook(PushHook(app.state.smart.connections))  # Task & co. to EHRs
+    store.add_write_hook(case_phase_guard)  # EpisodeOfCare phase moves, through the API too
     import_handler_modules()
     install_jobs(app, settings, engine, default_registry)  # one worker thread, if configured
 

@@ -16,6 +16,7 @@ __all__ = [
     "CAREPLAN_CATEGORY_SYSTEM",
     "CAREPLAN_IDENTIFIER_SYSTEM",
     "CARE_ROLE_SYSTEM",
+    "CASE_MANAGEMENT",
     "COMMUNICATION_CATEGORY_SYSTEM",
     "CPT_SYSTEM",
     "ESCALATION_IDENTIFIER_SYSTEM",
@@ -44,6 +45,7 @@ CAREPLAN_IDENTIFIER_SYSTEM: Final = f"{_BASE}/sid/transition-careplan"
 #: CarePlan.category of a transition checklist.
 CAREPLAN_CATEGORY_SYSTEM: Final = f"{_BASE}/CodeSystem/care-plan-category"
 TRANSITION_OF_CARE: Final = "transition-of-care"
+CASE_MANAGEMENT: Final = "case-management"
 #: Task.performerType / CareTeam.participant.role: who does the work.
 CARE_ROLE_SYSTEM: Final = f"{_BASE}/CodeSystem/care-role"
 #: Communication.category: contact attempts, escalation notices, member notices.
@@ -169,6 +171,26 @@ _ROLE_DISPLAY: Final[dict[CareRole, str]] = {
 }
 
 
+_COMMUNICATION_CATEGORIES: Final = {
+    "contact-attempt": "Contact attempt",
+    "escalation": "Escalation notice",
+    "member-notice": "Member notice",
+    "case-contact": "Case contact",
+    "referral-declined": "Referral declined",
+}
+_BUSINESS_STATUSES: Final = {
+    "contact-made": "Patient or caregiver reached",
+    "contact-attempts-satisfied": "Documented unsuccessful attempts satisfy the contact",
+    "overdue": "Overdue",
+}
+_TASK_OUTPUTS: Final = {
+    "tcm-billing-code": "Suggested TCM billing code",
+    "contact-attempt": "Contact attempt",
+    "contact": "Contact",
+    "assessment": "Assessment",
+}
+
+
 def task_identifier(source_id: str, item: str) -> dict[str, str]:
     """The deterministic identifier of the item keyed ``item`` generated for ``source_id``."""
     return {"system": TASK_IDENTIFIER_SYSTEM, "value": f"{source_id}:{item}"}
@@ -211,7 +233,28 @@ def code_systems() -> list[dict[str, Any]]:
             CAREPLAN_CATEGORY_SYSTEM,
             "care-plan-category",
             "CareCoord care plan categories",
-            [{"code": TRANSITION_OF_CARE, "display": "Transition of care"}],
+            [
+                {"code": TRANSITION_OF_CARE, "display": "Transition of care"},
+                {"code": CASE_MANAGEMENT, "display": "Case management plan"},
+            ],
+        ),
+        _code_system(
+            COMMUNICATION_CATEGORY_SYSTEM,
+            "communication-category",
+            "CareCoord communication categories",
+            [{"code": c, "display": d} for c, d in _COMMUNICATION_CATEGORIES.items()],
+        ),
+        _code_system(
+            TASK_BUSINESS_STATUS_SYSTEM,
+            "task-business-status",
+            "CareCoord task business statuses",
+            [{"code": c, "display": d} for c, d in _BUSINESS_STATUSES.items()],
+        ),
+        _code_system(
+            TASK_OUTPUT_SYSTEM,
+            "task-output",
+            "CareCoord task output types",
+            [{"code": c, "display": d} for c, d in _TASK_OUTPUTS.items()],
         ),
     ]
 

@@ -361,7 +361,7 @@ def test_the_task_codes_are_published_as_a_code_system(
 ) -> None:
     from carecoord.transitions.publish import publish_code_systems
 
-    assert publish_code_systems(store) == 3
+    assert publish_code_systems(store) == 6
     assert publish_code_systems(store) == 0  # a rerun changes nothing
     system = app_client.get("/fhir/CodeSystem/care-transition-task").json()
     assert system["url"] == TASK_CODE_SYSTEM
