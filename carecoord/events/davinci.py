@@ -4,8 +4,10 @@
 with ``eventCoding`` ``notification-admit``, ``-discharge`` or ``-transfer`` (CodeSystem
 ``http://hl7.org/fhir/us/davinci-alerts/CodeSystem/notification-event``) and ``focus`` on the
 Encounter the Bundle carries. Every carried resource but the MessageHeader (and AuditEvents,
-which are this server's own) is upserted keeping its id; references between entries are
-rewritten from their ``fullUrl`` to ``Type/id``. The focus Encounter's event is the one the
+which are this server's own) is upserted: keeping its id, or, when the sender is mapped to an EHR
+connection (``config/davinci/senders.toml``, :mod:`carecoord.events.senders`), through that
+connection's sync identity map (ADR 0021); references between entries are rewritten from their
+``fullUrl`` to ``Type/id`` first. The focus Encounter's event is the one the
 message declares. Event source: ``davinci:<sender>`` (the authenticated client); key: the
 Bundle's identifier, else the MessageHeader's id, with the sender's endpoint.
 """
@@ -29,12 +31,15 @@ from carecoord.events.intake import (
     incoming,
     receive,
     resolve_references,
+    source_items,
 )
 from carecoord.events.records import dedup_key, payload_key
 from carecoord.fhir.access import AccessPolicy
 from carecoord.fhir.errors import BusinessRule, FhirError, InvalidRequest
 from carecoord.fhir.store import FhirStore
 from carecoord.fhir.validation import parse_json, validate_resource
+from carecoord.sync.identity import local_id
+from carecoord.sync.upsert import Origin
 
 __all__ = [
     "EVENTS",
@@ -150,8 +155,13 @@ def plan_message(
     policy: AccessPolicy | None,
     received_at: datetime,
     max_depth: int = 64,
+    origin: Origin | None = None,
 ) -> EventPlan:
-    """What a Da Vinci notification asks for (no database); 400/422 when it cannot be taken."""
+    """What a Da Vinci notification asks for (no database); 400/422 when it cannot be taken.
+
+    ``origin``: the EHR connection the sender is mapped to (``config/davinci/senders.toml``);
+    carried resources then go through the sync identity map (ADR 0021).
+    """
     data = parse_json(body, max_depth=max_depth)
     entries, header = _first_entry(data)
     summary = read_header(header)
@@ -179,6 +189,18 @@ def plan_message(
     if not encounters:
         raise BusinessRule("MessageHeader.focus must reference an Encounter the Bundle carries")
     hint = EVENTS[summary.event]
+    ids = [ref.split("/", 1)[1] for ref in encounters]
+    if origin is not None:
+        return EventPlan(
+            davinci_source(policy),
+            summary.event,
+            _key(data, summary, body),
+            body,
+            received_at,
+            hints={local_id(origin.connection, "Encounter", i): hint for i in ids},
+            origin=origin,
+            sourced=source_items(origin, resources),
+        )
     return EventPlan(
         davinci_source(policy),
         summary.event,
@@ -186,7 +208,7 @@ def plan_message(
         body,
         received_at,
         tuple(resources),
-        hints={ref.split("/", 1)[1]: hint for ref in encounters},
+        hints={i: hint for i in ids},
     )
 
 
@@ -199,6 +221,7 @@ def receive_message(
     request_id: str | None = None,
     audit: IntakeAudit | None = None,
     max_depth: int = 64,
+    origin: Origin | None = None,
 ) -> IntakeOutcome:
     """Store and apply one Da Vinci message with the caller's ``policy`` (see :func:`receive`)."""
     return receive(
@@ -207,7 +230,7 @@ def receive_message(
         refused_kind="davinci:invalid",
         payload=body,
         plan=lambda: plan_message(
-            body, policy=policy, received_at=received_at, max_depth=max_depth
+            body, policy=policy, received_at=received_at, max_depth=max_depth, origin=origin
         ),
         received_at=received_at,
         policy=policy,

@@ -3,7 +3,10 @@
 An intake path (subscription notification, Da Vinci message) parses its payload into an
 :class:`EventPlan` and hands it to :func:`apply_event`. Inside one write transaction with the
 caller's access policy: a replay (same source and key, already processed) returns at once; the
-carried resources are upserted by id (an unchanged one makes no version), each Encounter write
+carried resources are upserted by id (an unchanged one makes no version) — or, when the plan
+names the EHR connection they came from (``origin``), through the sync identity map
+(:func:`~carecoord.sync.upsert.upsert_from_source`, ADR 0021), with ``sync.fetch`` jobs for the
+Patients and Encounters they refer to that are not known yet — each Encounter write
 notes its event (:mod:`carecoord.events.encounters`), each change is audited, ``sync.fetch`` jobs
 are enqueued for resources only referenced, and the event is recorded. A payload refused for its
 content is kept as a ``rejected`` event in its own transaction (:func:`reject`).
@@ -14,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from carecoord.db import run_write
@@ -33,8 +36,11 @@ from carecoord.fhir.store import FhirStore, StoredResource, Writer
 from carecoord.fhir.types import RESOURCE_TYPES
 from carecoord.fhir.validation import validate_resource
 from carecoord.jobs import enqueue
+from carecoord.sync.handlers import enqueue_pull
+from carecoord.sync.upsert import Origin, SourceItem, from_source, upsert_from_source
 
 __all__ = [
+    "FETCH_WHEN_REFERENCED",
     "SYNC_FETCH",
     "EventPlan",
     "Fetch",
@@ -47,12 +53,17 @@ __all__ = [
     "receive",
     "reject",
     "resolve_references",
+    "source_items",
 ]
 
 log = logging.getLogger(__name__)
 
 #: The job kind of the sync engine that fetches one resource from an EHR connection.
 SYNC_FETCH: Final = "sync.fetch"
+
+#: Types fetched from the EHR as soon as a resource an event carries refers to one not known yet
+#: (an Encounter's subject, its ``partOf``); the pull fetches the other referenced types.
+FETCH_WHEN_REFERENCED: Final = frozenset({"Patient", "Encounter"})
 
 #: Audits one change inside the intake's transaction: (writer, interaction, stored version).
 IntakeAudit = Callable[[Writer, str, StoredResource], None]
@@ -91,6 +102,13 @@ class EventPlan:
     resources: tuple[Incoming, ...] = ()
     fetches: tuple[Fetch, ...] = ()
     hints: Mapping[str, EncounterEvent] = field(default_factory=dict)
+    #: The EHR connection the carried resources came from: then they are stored through the
+    #: sync identity map (``sourced``, local ids) instead of keeping the sender's ids.
+    origin: Origin | None = None
+    sourced: tuple[SourceItem, ...] = ()
+    #: A notification that says only "something changed" (an R4 rest-hook without payload) at
+    #: a configured connection: queue a pull of it (once per minute, whatever the burst).
+    pull: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +119,7 @@ class IntakeOutcome:
     kind: str
     replayed: bool
     produced: tuple[str, ...] = ()
-    jobs: tuple[int, ...] = ()  # the sync.fetch jobs it enqueued
+    jobs: tuple[int, ...] = ()  # the sync.fetch (and sync.pull) jobs it enqueued
 
 
 def entry_error(index: int, exc: FhirError) -> FhirError:
@@ -193,6 +211,13 @@ def incoming(
     return Incoming(res_type, res_id, {**checked, "id": res_id})
 
 
+def source_items(origin: Origin, resources: Iterable[Incoming]) -> tuple[SourceItem, ...]:
+    """The carried resources in their local form (ids and references through the identity
+    map of ``origin``); their references between each other must read ``Type/id`` already."""
+    mapper = origin.mapper()
+    return tuple(from_source(mapper, item.resource) for item in resources)
+
+
 def _interaction(stored: StoredResource) -> str:
     return "create" if stored.version_id == 1 else "update"
 
@@ -219,12 +244,28 @@ def apply_event(
         w.on_written = encounter_hook(
             source=plan.source, request_id=request_id, hints=plan.hints, also=audited
         )
-        w.lock_rows({(item.res_type, item.res_id) for item in plan.resources})
         produced: list[str] = []
-        for item in plan.resources:
-            w.update(item.res_type, item.res_id, item.resource)
-            produced.append(item.reference)
-        for fetch in plan.fetches:
+        fetches = list(plan.fetches)
+        if plan.origin is not None:
+            connection = plan.origin.connection
+            result = upsert_from_source(w, connection, plan.sourced, now=w.now)
+            produced.extend(f"{item.res_type}/{item.local_id}" for item in plan.sourced)
+            wanted = {fetch.reference for fetch in fetches}
+            for res_type, source_id in sorted(result.new_references):
+                reference = f"{res_type}/{source_id}"
+                if res_type in FETCH_WHEN_REFERENCED and reference not in wanted:
+                    fetches.append(Fetch(connection, reference))
+        else:
+            w.lock_rows({(item.res_type, item.res_id) for item in plan.resources})
+            for item in plan.resources:
+                w.update(item.res_type, item.res_id, item.resource)
+                produced.append(item.reference)
+        if plan.pull and plan.origin is not None:
+            slot = plan.received_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+            job = enqueue_pull(w.conn, connection=plan.origin.connection, slot=slot)
+            if job is not None:
+                fetch_jobs.append(job)
+        for fetch in fetches:
             job = enqueue(
                 w.conn,
                 kind=SYNC_FETCH,

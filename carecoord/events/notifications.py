@@ -2,19 +2,24 @@
 
 Accepted on a channel (:mod:`carecoord.events.channels`):
 
-- an empty body: an R4 rest-hook notification without payload (or its heartbeat), recorded;
+- an empty body: an R4 rest-hook notification without payload (or its heartbeat), recorded; at
+  a configured connection it queues a ``sync.pull`` of it (one per minute, whatever the burst);
 - a resource (also ``PUT <channel>/<Type>/<id>``): an R4 rest-hook with the resource as payload;
 - a ``history`` Bundle whose first entry is the subscription status (a ``Parameters`` per the
   Subscriptions R5 Backport IG for R4, or an R4B ``SubscriptionStatus``): ``handshake``,
   ``heartbeat``, ``event-notification``, ``query-status`` and ``query-event``.
 
-Full-resource entries of the channel's ``upsert_types`` are upserted by id (references between
-them rewritten by ``fullUrl``); every other resource the notification is about (the focus and
-additional context of its events, entries without a resource: ``id-only``; a rest-hook resource
-of another type) becomes a ``sync.fetch`` job for the channel's EHR connection. Event key:
-subscription + event numbers (with their timestamps, so a restarted count is not a replay) for
-event notifications; type, id, ``versionId`` and ``lastUpdated`` for a rest-hook resource that
-has a version; else the hash of the body.
+Full-resource entries of the channel's ``upsert_types`` are upserted (references between them
+rewritten by ``fullUrl``): through the sync identity map of the channel's EHR connection when that
+connection is configured (the same local resource a pull or a Bulk Data import makes, a source
+version already stored skipped; ADR 0021), else by the sender's id; every other resource the
+notification is about (the focus and additional context of its events, entries without a
+resource: ``id-only``; a rest-hook resource of another type) becomes a ``sync.fetch`` job for
+the channel's EHR connection (and, through the identity map, so does a Patient or Encounter a
+carried resource refers to that is not known yet). Event key: subscription + event numbers (with
+their timestamps, so a restarted count is not a replay) for event notifications; type, id,
+``versionId`` and ``lastUpdated`` for a rest-hook resource that has a version; else the hash of
+the body.
 """
 
 from __future__ import annotations
@@ -37,12 +42,14 @@ from carecoord.events.intake import (
     is_carried,
     receive,
     resolve_references,
+    source_items,
 )
 from carecoord.events.records import dedup_key, payload_key
 from carecoord.fhir.access import AccessPolicy
 from carecoord.fhir.errors import FhirError, InvalidRequest
 from carecoord.fhir.store import FhirStore
 from carecoord.fhir.validation import parse_json, validate_resource
+from carecoord.sync.upsert import Origin
 
 __all__ = [
     "NOTIFICATION_TYPES",
@@ -216,7 +223,11 @@ def _event_key(status: SubscriptionStatus, body: bytes) -> str:
 
 
 def _bundle_plan(
-    data: dict[str, Any], body: bytes, channel: Channel, received_at: datetime
+    data: dict[str, Any],
+    body: bytes,
+    channel: Channel,
+    received_at: datetime,
+    origin: Origin | None,
 ) -> EventPlan:
     entries = data.get("entry")
     if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
@@ -265,6 +276,17 @@ def _bundle_plan(
             continue
         seen.add(reference)
         fetches.append(Fetch(channel.effective_connection, reference))
+    if origin is not None:
+        return EventPlan(
+            source,
+            kind,
+            key,
+            body,
+            received_at,
+            fetches=tuple(fetches),
+            origin=origin,
+            sourced=source_items(origin, resources),
+        )
     return EventPlan(source, kind, key, body, received_at, tuple(resources), tuple(fetches))
 
 
@@ -274,6 +296,7 @@ def _resource_plan(
     channel: Channel,
     received_at: datetime,
     path: tuple[str, str] | None,
+    origin: Origin | None,
 ) -> EventPlan:
     res_type = data.get("resourceType")
     if path is not None:
@@ -299,6 +322,16 @@ def _resource_plan(
         resources = (item,)
     else:
         fetches = (Fetch(channel.effective_connection, item.reference),)
+    if origin is not None and resources:
+        return EventPlan(
+            notification_source(channel),
+            f"rest-hook:{item.res_type}",
+            key,
+            body,
+            received_at,
+            origin=origin,
+            sourced=source_items(origin, resources),
+        )
     return EventPlan(
         notification_source(channel),
         f"rest-hook:{item.res_type}",
@@ -318,23 +351,35 @@ def plan_notification(
     request_id: str | None = None,
     path: tuple[str, str] | None = None,
     max_depth: int = 64,
+    origin: Origin | None = None,
 ) -> EventPlan:
     """What one notification asks for (no database); a 400 when it is not one.
 
-    ``path``: (type, id) when the resource was put to ``<channel>/<type>/<id>``.
+    ``path``: (type, id) when the resource was put to ``<channel>/<type>/<id>``. ``origin``:
+    the channel's EHR connection when it is configured; carried resources then go through the
+    sync identity map (ADR 0021) instead of keeping the sender's ids.
     """
     source = notification_source(channel)
     if not body.strip():
         if path is not None:
             raise InvalidRequest("A resource notification needs the resource as its body")
         mark = request_id or payload_key(received_at.isoformat().encode())
-        return EventPlan(source, "rest-hook:ping", f"ping:{mark}", body, received_at)
+        # "Something changed": with a configured connection, a pull finds out what.
+        return EventPlan(
+            source,
+            "rest-hook:ping",
+            f"ping:{mark}",
+            body,
+            received_at,
+            origin=origin,
+            pull=origin is not None,
+        )
     data = parse_json(body, max_depth=max_depth)
     if not isinstance(data, dict):
         raise InvalidRequest("A notification must be a JSON object")
     if data.get("resourceType") == "Bundle" and data.get("type") == "history" and path is None:
-        return _bundle_plan(data, body, channel, received_at)
-    return _resource_plan(data, body, channel, received_at, path)
+        return _bundle_plan(data, body, channel, received_at, origin)
+    return _resource_plan(data, body, channel, received_at, path, origin)
 
 
 def receive_notification(
@@ -348,6 +393,7 @@ def receive_notification(
     audit: IntakeAudit | None = None,
     path: tuple[str, str] | None = None,
     max_depth: int = 64,
+    origin: Origin | None = None,
 ) -> IntakeOutcome:
     """Store and apply one notification with the caller's ``policy`` (see :func:`receive`)."""
     return receive(
@@ -362,6 +408,7 @@ def receive_notification(
             request_id=request_id,
             path=path,
             max_depth=max_depth,
+            origin=origin,
         ),
         received_at=received_at,
         policy=policy,

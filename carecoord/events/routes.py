@@ -91,6 +91,7 @@ def _notification(
     request: Request, auth: ChannelAuth, body: bytes, path: tuple[str, str] | None
 ) -> Response:
     store: FhirStore = request.app.state.store
+    runtime: EventsRuntime = request.app.state.events
     try:
         outcome = receive_notification(
             store,
@@ -102,6 +103,7 @@ def _notification(
             audit=_audit(request, auth.policy),
             path=path,
             max_depth=request.app.state.settings.max_json_depth,
+            origin=runtime.origin(auth.channel.effective_connection),
         )
     except EventNotStored:
         raise Unavailable("The notification could not be stored; send it again") from None
@@ -131,6 +133,7 @@ def subscription_resource(
 def process_message(policy: PolicyDep, request: Request, body: BodyDep) -> Response:
     """A Da Vinci Unsolicited Notification (admit, discharge, transfer) message Bundle."""
     store: FhirStore = request.app.state.store
+    runtime: EventsRuntime = request.app.state.events
     try:
         outcome = receive_message(
             store,
@@ -140,6 +143,7 @@ def process_message(policy: PolicyDep, request: Request, body: BodyDep) -> Respo
             request_id=_request_id(request),
             audit=_audit(request, policy),
             max_depth=request.app.state.settings.max_json_depth,
+            origin=runtime.sender_origin(policy),
         )
     except EventNotStored:
         raise Unavailable("The message could not be stored; send it again") from None

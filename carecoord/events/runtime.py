@@ -1,6 +1,8 @@
 """Event intake in the server: notification routes, channels, API writes of Encounters as events.
 
-``install(app, settings, engine)`` loads the notification channels, puts the intake routes ahead
+``install(app, settings, engine)`` loads the notification channels, the EHR connections (intake
+from a configured connection goes through the sync identity map, ADR 0021) and the Da Vinci
+senders, puts the intake routes ahead
 of the FHIR API's ``/fhir/{type}`` routes (``POST /fhir/$process-message`` would otherwise be
 taken for a create), and sets the store's write hook so that every Encounter created or updated
 through the REST API (also inside transaction and batch Bundles) enqueues its automation job in
@@ -20,9 +22,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from carecoord.events.channels import CHANNEL_NAME, Channel, load_channels
 from carecoord.events.encounters import note_encounter_event
+from carecoord.events.senders import DavinciSenders, load_senders
 from carecoord.fhir.access import AccessPolicy
 from carecoord.fhir.store import FhirStore, StoredResource, Writer
 from carecoord.settings import Settings
+from carecoord.smart.connections import load_connections
+from carecoord.sync.upsert import Origin
 
 __all__ = ["FHIR_API_SOURCE", "EventsRuntime", "RequestScopes", "install"]
 
@@ -40,6 +45,9 @@ class EventsRuntime:
     """
 
     channels: dict[str, Channel] = field(default_factory=dict)
+    #: The configured EHR connections (name -> origin): intake from them uses the identity map.
+    origins: dict[str, Origin] = field(default_factory=dict)
+    senders: DavinciSenders = field(default_factory=DavinciSenders)
     _in_flight: dict[int, MutableMapping[str, Any]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -50,6 +58,15 @@ class EventsRuntime:
         if CHANNEL_NAME.fullmatch(name):
             return Channel(name=name)
         return None
+
+    def origin(self, connection: str | None) -> Origin | None:
+        """The configured EHR connection named ``connection`` (None: not configured)."""
+        return self.origins.get(connection) if connection is not None else None
+
+    def sender_origin(self, policy: AccessPolicy | None) -> Origin | None:
+        """The EHR connection a Da Vinci sender (the caller's client) is mapped to."""
+        who = policy.agent.who if policy is not None else None
+        return self.origin(self.senders.connection_of(who))
 
     def enter(self, scope: MutableMapping[str, Any]) -> None:
         with self._lock:
@@ -116,7 +133,13 @@ def install(app: FastAPI, settings: Settings, engine: Engine) -> None:
     store: FhirStore = app.state.store
     if store.engine is not engine:
         raise ValueError("install: engine is not the engine of app.state.store")
-    runtime = EventsRuntime(load_channels(settings.config_dir))
+    origins = {
+        c.name: Origin(c.name, c.iss)
+        for c in load_connections(settings.config_dir, check_secrets=False)
+    }
+    runtime = EventsRuntime(
+        load_channels(settings.config_dir), origins, load_senders(settings.config_dir)
+    )
     app.state.events = runtime
     store.on_written = runtime.on_written
     app.add_middleware(RequestScopes, runtime=runtime)

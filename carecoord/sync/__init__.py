@@ -8,6 +8,11 @@
 - Pull (``pull.py``): per connection and population, each page committed with its checkpoint.
 - Status (``status.py``, ``GET /sync/status``, ``carecoord sync status``) and the ``sync.pull``
   job (``handlers.py``); ``carecoord sync run`` (``cli.py``).
+- One write path for EHR resources (``upsert.py``, ADR 0021): pull, Bulk Data, notifications, Da
+  Vinci messages of mapped senders and the ``sync.fetch`` job (``fetch.py``) store the same EHR
+  resource as the same local one, a source version already stored (or a later one) skipped.
+- Push conflicts (``conflicts.py``): ``carecoord sync conflicts list|resolve ID --keep
+  ours|theirs``, ``GET /sync/conflicts``.
 
 Errors::
 

@@ -1,4 +1,5 @@
-"""``carecoord sync run`` (pull now) and ``carecoord sync status``."""
+"""``carecoord sync run`` (pull now), ``carecoord sync status`` and ``carecoord sync conflicts
+list|resolve`` (push conflicts a person decides)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,14 @@ from sqlalchemy import Engine
 
 from carecoord.settings import ConfigError, Settings
 
-__all__ = ["sync_app"]
+__all__ = ["conflicts_app", "sync_app"]
 
 sync_app = typer.Typer(help="EHR sync: pull now, show status.", no_args_is_help=True)
+conflicts_app = typer.Typer(
+    help="Push conflicts: a change in CareCoord and one in the EHR that could not be merged.",
+    no_args_is_help=True,
+)
+sync_app.add_typer(conflicts_app, name="conflicts")
 err = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[
@@ -177,7 +183,15 @@ def status_command(
         err.print("no EHR connection is configured and none has synced")
         return
     table = Table(title="EHR sync")
-    for column in ("connection", "last success (UTC)", "lag", "queue", "failures", "circuit"):
+    for column in (
+        "connection",
+        "last success (UTC)",
+        "lag",
+        "queue",
+        "failures",
+        "circuit",
+        "conflicts",
+    ):
         table.add_column(column)
     table.add_column("last error", overflow="fold")
     for s in found:
@@ -193,6 +207,98 @@ def status_command(
             queue,
             failures,
             circuit,
+            f"[red]{s.conflicts}[/red]" if s.conflicts else "0",
             s.last_error or "",
         )
     Console(width=200).print(table)
+
+
+@conflicts_app.command("list")
+def conflicts_list_command(
+    connection: Annotated[
+        str | None, typer.Option("--connection", "-n", help="Only this connection.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """The open push conflicts, oldest first (ids for `sync conflicts resolve`)."""
+    from carecoord.sync.conflicts import list_conflicts
+
+    _, engine = _setup(config)
+    try:
+        found = list_conflicts(engine, connection)
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps({"conflicts": [c.as_json() for c in found]}, indent=2))
+        return
+    if not found:
+        err.print("no open push conflict")
+        return
+    table = Table(title="Push conflicts")
+    for column in ("id", "EHR id", "local version", "since (UTC)"):
+        table.add_column(column)
+    table.add_column("reason", overflow="fold")
+    for c in found:
+        table.add_row(c.id, c.ehr_id or "", str(c.local_version or ""), _when(c.at), c.reason or "")
+    Console(width=200).print(table)
+
+
+async def _resolve(
+    settings: Settings, engine: Engine, connection: str, res_type: str, local: str, keep: str
+) -> str:
+    from carecoord.sync.conflicts import Keep, resolve_conflict
+    from carecoord.sync.runtime import SyncRuntime
+
+    runtime = SyncRuntime(settings, engine)
+    try:
+        if runtime.connection(connection).read_only:
+            raise typer.BadParameter(f"EHR '{connection}' is read-only", param_hint="ID")
+        client = await runtime.client(connection)
+        return await resolve_conflict(
+            store=runtime.store,
+            client=client,
+            res_type=res_type,
+            local=local,
+            keep=Keep(keep),
+            clock=runtime.clock,
+        )
+    finally:
+        await runtime.aclose()
+
+
+@conflicts_app.command("resolve")
+def conflicts_resolve_command(
+    conflict: Annotated[str, typer.Argument(metavar="ID", help="connection:Type/id (see list).")],
+    keep: Annotated[
+        str,
+        typer.Option(
+            "--keep",
+            help="ours: push CareCoord's version over the EHR's; theirs: take the EHR's version.",
+        ),
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Resolve one push conflict by keeping ours or theirs."""
+    from carecoord.sync.conflicts import parse_conflict_id
+    from carecoord.sync.errors import SyncConfigError, SyncError
+    from carecoord.sync.pull import error_text
+
+    if keep not in ("ours", "theirs"):
+        raise typer.BadParameter("ours or theirs", param_hint="--keep")
+    try:
+        connection, res_type, local = parse_conflict_id(conflict)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="ID") from None
+    settings, engine = _setup(config)
+    try:
+        outcome = asyncio.run(_resolve(settings, engine, connection, res_type, local, keep))
+    except (SyncConfigError, ConfigError) as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    except SyncError as exc:
+        err.print(f"[red]not resolved:[/red] {error_text(exc)}")
+        raise typer.Exit(1) from exc
+    finally:
+        engine.dispose()
+    typer.echo(f"{conflict}: resolved ({outcome})")

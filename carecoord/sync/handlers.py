@@ -1,4 +1,5 @@
-"""The ``sync.pull`` job: pull a population of a connection from the queue.
+"""The ``sync.pull`` job: pull a population of a connection from the queue (and, registered
+with it, ``sync.fetch``: :mod:`carecoord.sync.fetch`).
 
 Payload ``{"connection": NAME, "population": SPEC}`` (SPEC as for ``sync run --population``; no
 population: the connection's configured ones). Temporary EHR failures become
@@ -69,7 +70,11 @@ class PullHandler:
 
 
 def register_handlers(registry: Registry, *, settings: Settings | None = None) -> None:
-    """Register ``sync.pull`` on ``registry`` (again: only the settings are updated)."""
+    """Register ``sync.pull`` and ``sync.fetch`` on ``registry`` (again: only the settings are
+    updated)."""
+    from carecoord.sync.fetch import register_fetch_handlers
+
+    register_fetch_handlers(registry, settings=settings)
     existing = registry.get(PULL_KIND)
     if isinstance(existing, PullHandler):
         if settings is not None:

@@ -64,6 +64,7 @@ from carecoord.sync.state import (
     save_checkpoint,
     unfinished_run,
 )
+from carecoord.sync.upsert import already_stored
 
 __all__ = ["PageReport", "PullReport", "Puller", "error_text", "format_instant", "pull"]
 
@@ -554,10 +555,10 @@ class Puller:
 
 
 def _same_source(seen: Any, item: _Prepared) -> bool:
-    """The stored copy is of the same source version (or, without versions, the same time)."""
-    if item.version is not None:
-        return bool(seen.source_version == item.version)
-    return item.updated is not None and seen.source_updated == item.updated
+    """The stored copy is of the same source version (or, without versions, the same time),
+    or of a later one (a notification brought it before this page): see
+    :func:`~carecoord.sync.upsert.already_stored`."""
+    return already_stored(seen, item.version, item.updated)
 
 
 async def pull(

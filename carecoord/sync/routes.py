@@ -1,6 +1,7 @@
-"""``GET /sync/status`` (JSON) and :func:`install`, which adds it to the application.
+"""``GET /sync/status`` and ``GET /sync/conflicts`` (JSON) and :func:`install`, which adds them
+to the application.
 
-The route needs an authenticated caller with a ``system/`` or ``user/`` scope (operational
+The routes need an authenticated caller with a ``system/`` or ``user/`` scope (operational
 data, not a patient's: ``patient/`` scopes alone get 403).
 """
 
@@ -20,11 +21,13 @@ from carecoord.jobs.clock import Clock, utc_now
 from carecoord.settings import Settings
 from carecoord.smart.connections import load_connections
 from carecoord.sync.config import SyncConfig, load_sync_config
+from carecoord.sync.conflicts import list_conflicts
 from carecoord.sync.status import sync_status
 
-__all__ = ["STATUS_PATH", "install", "router"]
+__all__ = ["CONFLICTS_PATH", "STATUS_PATH", "install", "router"]
 
 STATUS_PATH = "/sync/status"
+CONFLICTS_PATH = "/sync/conflicts"
 
 router = APIRouter(include_in_schema=False)
 
@@ -41,6 +44,10 @@ class _StatusSource:
     def report(self) -> bytes:
         found = sync_status(self.engine, self.names, config=self.config, clock=self.clock)
         return orjson.dumps({"connections": [s.as_json() for s in found]})
+
+    def conflicts(self, connection: str | None) -> bytes:
+        found = list_conflicts(self.engine, connection)
+        return orjson.dumps({"conflicts": [c.as_json() for c in found]})
 
 
 def install(app: FastAPI, settings: Settings, engine: Engine, *, clock: Clock = utc_now) -> None:
@@ -75,4 +82,18 @@ async def status(
         raise Forbidden("Sync status needs a system/ or user/ scope")
     source: _StatusSource = request.app.state.sync_status
     body = await run_in_threadpool(source.report)
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+@router.get(CONFLICTS_PATH)
+async def conflicts(
+    request: Request,
+    policy: Annotated[AccessPolicy | None, Depends(request_policy)],
+    connection: str | None = None,
+) -> Response:
+    """Open push conflicts (``?connection=NAME``): ids, EHR ids, reasons (element names)."""
+    if not _may_see_status(policy):
+        raise Forbidden("Sync conflicts need a system/ or user/ scope")
+    source: _StatusSource = request.app.state.sync_status
+    body = await run_in_threadpool(source.conflicts, connection)
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})

@@ -1,4 +1,5 @@
-"""Sync status per connection: last success, lag, queue depth, failures, last error, circuit.
+"""Sync status per connection: last success, lag, queue depth, failures, last error, circuit,
+open push conflicts.
 
 Shared by ``carecoord sync status`` and ``GET /sync/status``; carries no patient data (errors are
 recorded without it).
@@ -19,6 +20,7 @@ from carecoord.jobs.clock import Clock, from_micros, utc_now
 from carecoord.sync.breaker import CircuitState
 from carecoord.sync.config import SyncConfig
 from carecoord.sync.health import Health, load_health
+from carecoord.sync.push_tables import push_state
 from carecoord.sync.tables import sync_runs
 
 __all__ = ["ConnectionStatus", "PopulationStatus", "sync_status"]
@@ -65,6 +67,7 @@ class ConnectionStatus:
     last_error_at: datetime | None
     circuit: str
     populations: list[PopulationStatus] = field(default_factory=list)
+    conflicts: int = 0  # open push conflicts (``sync conflicts list``)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +89,7 @@ class ConnectionStatus:
             "last_error_at": _iso(self.last_error_at),
             "circuit": self.circuit,
             "populations": [p.as_json() for p in self.populations],
+            "conflicts": self.conflicts,
         }
 
 
@@ -121,6 +125,17 @@ def _populations(engine: Engine) -> dict[str, list[PopulationStatus]]:
     return found
 
 
+def _conflicts(engine: Engine) -> dict[str, int]:
+    t = push_state
+    with read_connection(engine) as conn:
+        rows = conn.execute(
+            select(t.c.connection, func.count())
+            .where(t.c.conflict.is_(True))
+            .group_by(t.c.connection)
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+
 def _circuit(health: Health, config: SyncConfig, now: float) -> str:
     snapshot = health.circuit
     if snapshot.state is CircuitState.CLOSED or snapshot.opened_at is None:
@@ -144,9 +159,10 @@ def sync_status(
     health = load_health(engine)
     queue = stats(engine, clock=clock).by_connection
     populations = _populations(engine)
+    conflicts = _conflicts(engine)
     now = clock()
     result = []
-    for name in sorted(configured | set(health) | set(populations)):
+    for name in sorted(configured | set(health) | set(populations) | set(conflicts)):
         h = health.get(name, Health(name))
         last_success = _time(h.last_success_at)
         result.append(
@@ -162,6 +178,7 @@ def sync_status(
                 last_error_at=_time(h.last_error_at),
                 circuit=_circuit(h, config, now.timestamp()),
                 populations=populations.get(name, []),
+                conflicts=conflicts.get(name, 0),
             )
         )
     return result

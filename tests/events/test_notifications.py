@@ -20,6 +20,7 @@ from carecoord.settings import ConfigError, Settings
 from tests.auth.helpers import bearer, issue_token
 from tests.events import fhir_events as fe
 from tests.events.conftest import NOW
+from tests.sync.conftest import copy_app_config
 
 URL = "/notifications/subscription/epic"
 SOURCE = "subscription:epic"
@@ -268,7 +269,7 @@ def channel_settings(settings: Settings, tmp_path: Path) -> Settings:
         'scope = "system/Patient.cu system/Encounter.cu"\n'
     )
     (folder / "example.toml.example").write_text("not = [valid")
-    return settings.model_copy(update={"config_dir": tmp_path / "config"})
+    return settings.model_copy(update={"config_dir": copy_app_config(tmp_path / "config")})
 
 
 SECRET = "s3cret-0123456789-abcdefghij-0123456789"

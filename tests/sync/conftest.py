@@ -57,10 +57,24 @@ def keys_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+#: The repository's configuration: the app validates its templates and programmes at start-up.
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
+
+
+def copy_app_config(folder: Path) -> Path:
+    """The app's own configuration in ``folder`` (no EHR connection, channel or sync file)."""
+    ignore = shutil.ignore_patterns(
+        "*.example", "README.md", "ehr", "notifications", "sync", "davinci"
+    )
+    shutil.copytree(REPO_CONFIG, folder, ignore=ignore, dirs_exist_ok=True)
+    return folder
+
+
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path, keys_template: Path) -> Settings:
     keys = tmp_path / "keys"
     shutil.copytree(keys_template, keys)
+    copy_app_config(tmp_path / "config")
     return Settings(
         database_url=database_url,
         data_dir=tmp_path / "data",

@@ -31,7 +31,7 @@ from carecoord.sync.identity import local_id, source_reference
 from carecoord.sync.pull import PullReport
 from carecoord.sync.push import identifier_system, register_push_handlers
 from carecoord.sync.runtime import SyncRuntime
-from tests.sync.conftest import run, write_connection, write_sync_config
+from tests.sync.conftest import copy_app_config, run, write_connection, write_sync_config
 
 CONNECTION = "other-carecoord"
 CLIENT_ID = "carecoord-sync"
@@ -91,6 +91,7 @@ def _chart(store: FhirStore) -> None:
 def remote_ehr(tmp_path: Path, settings: Settings) -> Iterator[RemoteEhr]:
     """The other CareCoord under uvicorn, with our service registered as its system client."""
     folder = tmp_path / "remote"
+    copy_app_config(folder / "config")
     remote_settings = Settings(
         database_url=f"sqlite:///{folder / 'ehr.db'}",
         data_dir=folder,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,6 +60,7 @@ class PushEhr:
     writes: list[Write] = field(default_factory=list)
     created: int = 0
     precondition_status: int = 412
+    before_put: Callable[[], None] | None = None  # e.g. a change racing with our PUT
     gone: set[tuple[str, str]] = field(default_factory=set)
 
     def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> Any:
@@ -90,6 +91,8 @@ class PushEhr:
         if request.method == "POST":
             return self._create(parts[0], request.headers.get("if-none-exist", ""), body)
         key = (parts[0], parts[1])
+        if self.before_put is not None:
+            self.before_put()
         if key in self.gone:
             return self._answer(410, {"resourceType": "OperationOutcome"})
         current = self.fake.resources.get(key)
