@@ -24,7 +24,7 @@ from email.utils import format_datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Connection, Engine, and_, false, or_, select
+from sqlalchemy import Connection, Engine, and_, false, func, or_, select
 
 from carecoord.db import (
     RetryableConflict,
@@ -48,6 +48,7 @@ from carecoord.fhir.search import (
     Access,
     SearchPage,
     SearchQuery,
+    count_matches,
     find_ids,
     parse_search,
     run_search,
@@ -60,7 +61,7 @@ from carecoord.fhir.searchparams import (
     extract_index,
 )
 from carecoord.fhir.sql import Dialect, dialect_sql
-from carecoord.fhir.tables import resource_versions, resources
+from carecoord.fhir.tables import idx_reference, resource_versions, resources
 from carecoord.fhir.values import date_range, format_instant, to_micros
 
 __all__ = [
@@ -250,6 +251,42 @@ class Writer:
             raise InvalidRequest("A conditional interaction needs at least one search parameter")
         self.flush()
         return [res_id for _, res_id in find_ids(self.conn, query, limit)]
+
+    def count(self, res_type: str, params: Sequence[tuple[str, str]]) -> int:
+        """How many resources match a search (within the writer's access), counted in SQL."""
+        query = self.store.parse(res_type, params, access=self.access)
+        self.flush()
+        return count_matches(self.conn, query)
+
+    def count_by_reference(
+        self, res_type: str, params: Sequence[tuple[str, str]], param: str, targets: Iterable[str]
+    ) -> dict[str, int]:
+        """For each target reference (``Type/id``), how many resources matching the search refer
+        to it through ``param`` — one grouped query (e.g. open Tasks per owner)."""
+        wanted = {t for t in targets if t.count("/") == 1}
+        counts = dict.fromkeys(wanted, 0)
+        if not wanted:
+            return counts
+        query = self.store.parse(res_type, params, access=self.access)
+        self.flush()
+        r, i = resources.alias("r"), idx_reference.alias("i")
+        ids = {t.partition("/")[2] for t in wanted}
+        stmt = (
+            select(i.c.target_type, i.c.target_id, func.count(func.distinct(r.c.rid)))
+            .select_from(r.join(i, i.c.rid == r.c.rid))
+            .where(
+                query.where(r),
+                i.c.res_type == res_type,
+                i.c.param == param,
+                i.c.target_id.in_(sorted(ids)),
+            )
+            .group_by(i.c.target_type, i.c.target_id)
+        )
+        for row in self.conn.execute(stmt):
+            key = f"{row[0]}/{row[1]}"
+            if key in counts:
+                counts[key] = int(row[2])
+        return counts
 
     def _locked_find(self, res_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
         self.lock(res_type + "?" + "&".join(f"{k}={v}" for k, v in sorted(params)))

@@ -26,7 +26,6 @@ from carecoord.transitions.taskflow import OPEN
 __all__ = ["Assigner", "open_caseload"]
 
 _OPEN_STATUSES: Final = ",".join(sorted(OPEN - {"draft"}))
-_LOAD_LIMIT: Final = 100_000
 
 
 def _ref(value: Any) -> str | None:
@@ -44,7 +43,7 @@ def _has_role(concepts: Any, role: CareRole) -> bool:
 
 def open_caseload(w: Writer, owner: str) -> int:
     """Open Tasks owned by ``owner`` (a reference)."""
-    return len(w.find("Task", [("owner", owner), ("status", _OPEN_STATUSES)], limit=_LOAD_LIMIT))
+    return w.count("Task", [("owner", owner), ("status", _OPEN_STATUSES)])
 
 
 @dataclass
@@ -114,7 +113,10 @@ class Assigner:
                 }
             )
             if people:
-                return min(people, key=lambda p: (open_caseload(self.w, p), p))
+                load = self.w.count_by_reference(
+                    "Task", [("status", _OPEN_STATUSES)], "owner", people
+                )
+                return min(people, key=lambda p: (load[p], p))
         return None
 
     def _read(self, res_type: str, res_id: str) -> dict[str, Any] | None:

@@ -418,6 +418,7 @@ def plan_transition(
         tid for key, (tid, _) in sorted(existing_tasks.items()) if key not in task_ids
     ]
     plan = _plan_body(encounter, facts, checklist, setup, all_ids, now, found[1] if found else None)
+    fresh = found is None
     if found is None:
         written = w.create(
             "CarePlan",
@@ -430,6 +431,10 @@ def plan_transition(
     else:
         w.update("CarePlan", plan_id, plan)
     result.careplan_id = plan_id
+    identifiers = ",".join(
+        f"{TASK_IDENTIFIER_SYSTEM}|{encounter_id}:{item.key}" for item in checklist.items
+    )
+    strays = fresh and bool(w.find("Task", [("identifier", identifiers)], limit=1))
     for item in checklist.items:
         task_id = task_ids[item.key]
         result.items[item.key] = task_id
@@ -456,7 +461,10 @@ def plan_transition(
                 now=now,
             )
             ident = f"{TASK_IDENTIFIER_SYSTEM}|{encounter_id}:{item.key}"
-            w.create("Task", body, if_none_exist=[("identifier", ident)], res_id=task_id)
+            # A fresh plan was created under the lock of its identifier, and its Tasks are only
+            # ever made with it: none can exist (checked once for all, below).
+            condition = None if fresh and not strays else [("identifier", ident)]
+            w.create("Task", body, if_none_exist=condition, res_id=task_id)
             result.created += 1
         _queue_escalations(w, task_id, item, setup, now)
     for key, (task_id, task) in existing_tasks.items():
