@@ -1,7 +1,9 @@
 """What else runs at a discharge or an admission: readmission risk and readmission detection.
 
-The risk score of a discharge chooses the follow-up plan of its checklist; an admission within
-30 days of an index discharge opens a readmission review. Both are configured under config/risk/.
+The LACE and HOSPITAL scores of a discharge (written as RiskAssessments) give the risk band that
+chooses the checklist's follow-up plan and TCM complexity; an inpatient admission within 30 days
+of an index discharge is recorded as a readmission with a review Task. Both are configured under
+config/risk/ and run in the transaction of the Encounter job.
 """
 
 from __future__ import annotations
@@ -11,21 +13,32 @@ from datetime import datetime
 from pathlib import Path
 
 from carecoord.fhir.store import Writer
-from carecoord.transitions.service import RiskHook
+from carecoord.transitions.readmissions.config import ReadmissionConfig, load_readmission_config
+from carecoord.transitions.readmissions.service import detect_on_admission
+from carecoord.transitions.risk.config import RiskConfig, load_risk_config
+from carecoord.transitions.risk.service import assess_discharge
 
 __all__ = ["Extensions", "load_extensions"]
 
 
 @dataclass
 class Extensions:
-    """Risk scoring at discharge and readmission detection at admission (either may be off)."""
+    """Risk scoring at discharge and readmission detection at admission."""
 
-    risk_band: RiskHook | None = None
+    risk: RiskConfig
+    readmissions: ReadmissionConfig
+
+    def risk_band(self, w: Writer, encounter_id: str, now: datetime) -> str | None:
+        """Score the discharge (writing its RiskAssessments) and return the combined band."""
+        return str(assess_discharge(w, encounter_id=encounter_id, now=now, config=self.risk).band)
 
     def on_admission(self, w: Writer, encounter_id: str, now: datetime) -> None:
-        """Look for the index discharge this admission readmits (nothing when not configured)."""
+        """Record a 30-day readmission (and its review Task) when this admission is one."""
+        detect_on_admission(w, encounter_id=encounter_id, now=now, config=self.readmissions)
 
 
 def load_extensions(config_dir: Path) -> Extensions:
-    """The extensions configured under ``config_dir``."""
-    return Extensions()
+    """The risk and readmission settings under ``config_dir`` (validated: errors name the file)."""
+    return Extensions(
+        risk=load_risk_config(config_dir), readmissions=load_readmission_config(config_dir)
+    )

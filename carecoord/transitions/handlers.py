@@ -134,6 +134,8 @@ class EncounterAutomation:
                     now=now,
                     risk=runtime.extensions.risk_band,
                 )
+            if event == "transfer":
+                runtime.extensions.on_admission(w, encounter_id, now)  # e.g. ED -> inpatient
             return None
 
         runtime.store.write(work)

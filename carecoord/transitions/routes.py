@@ -27,6 +27,7 @@ from carecoord.fhir.access import AccessPolicy
 from carecoord.fhir.store import FhirStore, StoredResource, Writer
 from carecoord.settings import Settings
 from carecoord.transitions.codes import CAREPLAN_CATEGORY_SYSTEM, TRANSITION_OF_CARE
+from carecoord.transitions.extensions import load_extensions
 from carecoord.transitions.guard import task_guard
 from carecoord.transitions.service import tcm_billing
 from carecoord.transitions.templates import TemplateSet, load_templates
@@ -182,6 +183,7 @@ async def change_owner(
 def install(app: FastAPI, settings: Settings, engine: Engine) -> None:
     """Validate the templates, enforce the Task state machine on every write, add the routes."""
     app.state.transition_templates = load_templates(settings.config_dir)
+    load_extensions(settings.config_dir)  # risk and readmission settings: fail at start-up
     store: FhirStore = app.state.store
     store.add_write_hook(task_guard(tcm_billing))
     app.include_router(router)

@@ -379,3 +379,77 @@ def test_the_task_codes_are_published_as_a_code_system(
         "home-services-equipment",
         "interpreter",
     } <= codes
+
+
+def test_a_high_risk_discharge_gets_the_7_day_visit_and_more_calls(
+    app_client: TestClient,
+    run_jobs: Callable[[], int],
+    synthea_patient: dict[str, Any],
+    store: FhirStore,
+) -> None:
+    body = discharge(synthea_patient)
+    # 22 days in hospital (L = 7), admitted through the ED as an emergency (A = 3): LACE >= 10.
+    body["period"] = {"start": "2025-06-10T09:00:00-04:00", "end": "2025-07-02T15:00:00-04:00"}
+    body["priority"] = {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActPriority", "code": "EM"}]
+    }
+    body["hospitalization"]["admitSource"] = {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/admit-source", "code": "emd"}]
+    }
+    encounter_id = app_client.post("/fhir/Encounter", json=body).json()["id"]
+    run_jobs()
+    view = checklist(app_client, synthea_patient)
+    assert view["tcm"]["riskBand"] == "high" and view["tcm"]["complexity"] == "high"
+    by_key = items(view)
+    assert by_key["tcm-face-to-face-visit"]["due"] == "2025-07-09"  # day 7
+    calls = sorted(k for k in by_key if k.startswith("follow-up-call"))
+    assert calls == [
+        "follow-up-call-72h",
+        "follow-up-call-d14",
+        "follow-up-call-d30",
+        "follow-up-call-d7",
+    ]
+    scored = store.search(
+        store.parse("RiskAssessment", [("subject", f"Patient/{synthea_patient['id']}")])
+    )
+    methods = {
+        orjson.loads(c)["method"]["coding"][0]["code"]: orjson.loads(c)
+        for _, _, c in scored.matches
+    }
+    assert set(methods) >= {"LACE", "HOSPITAL"}
+    assert methods["LACE"]["encounter"] == {"reference": f"Encounter/{encounter_id}"}
+
+
+def test_an_admission_within_30_days_opens_a_readmission_review(
+    app_client: TestClient,
+    run_jobs: Callable[[], int],
+    synthea_patient: dict[str, Any],
+    store: FhirStore,
+) -> None:
+    index_id = app_client.post("/fhir/Encounter", json=discharge(synthea_patient)).json()["id"]
+    run_jobs()
+    back = discharge(synthea_patient, status="in-progress")
+    back["period"] = {"start": "2025-07-20T08:00:00-04:00"}
+    del back["hospitalization"]
+    again_id = app_client.post("/fhir/Encounter", json=back).json()["id"]
+    run_jobs()
+    reviews = store.search(
+        store.parse("Task", [("code", f"{TASK_CODE_SYSTEM}|readmission-review")])
+    )
+    assert len(reviews.matches) == 1
+    review = orjson.loads(reviews.matches[0][2])
+    assert review["for"] == {"reference": f"Patient/{synthea_patient['id']}"}
+    assert review["focus"] == {"reference": f"Encounter/{index_id}"}
+    assert review["encounter"] == {"reference": f"Encounter/{again_id}"}
+    plan = store.search(
+        store.parse("CarePlan", [("identifier", f"{CAREPLAN_IDENTIFIER_SYSTEM}|{index_id}")])
+    )
+    assert review["basedOn"] == [{"reference": f"CarePlan/{plan.matches[0][1]}"}]
+    listed = app_client.get(
+        "/api/readmissions", params={"since": "2025-07-01", "until": "2025-07-31"}
+    )
+    assert listed.status_code == 200, listed.text
+    [found] = listed.json()["readmissions"]
+    assert found["index_encounter"] == f"Encounter/{index_id}"
+    assert found["readmission_encounter"] == f"Encounter/{again_id}"
+    assert found["days_between"] == 18 and found["planned"] is False
