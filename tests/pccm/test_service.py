@@ -1,0 +1,315 @@
+"""PCCM services over the FHIR store: batch, outputs, choice, re-enrolment, PCP leaving."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from sqlalchemy import func, select
+
+from carecoord.fhir.errors import BusinessRule
+from carecoord.fhir.store import FhirStore
+from carecoord.pccm.program import PanelCaps
+from carecoord.pccm.service import PccmService
+from carecoord.pccm.tables import pccm_assignments
+from carecoord.transitions.codes import CARE_ROLE_SYSTEM, COMMUNICATION_CATEGORY_SYSTEM
+from tests.pccm import world
+from tests.pccm.helpers import default_program, second_program
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = world.NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _service(store: FhirStore, clock: Clock | None = None, **changes: Any) -> PccmService:
+    programs = {"default": default_program(**changes), "language-first": second_program()}
+    return PccmService(store, programs, clock=clock or Clock())
+
+
+def _all(store: FhirStore, res_type: str, params: list[tuple[str, str]] | None = None) -> list[Any]:
+    page = store.search(store.parse(res_type, [*(params or []), ("_count", "1000")]))
+    return [orjson.loads(c) for _, _, c in page.matches]
+
+
+def _read(store: FhirStore, res_type: str, res_id: str) -> Any:
+    return orjson.loads(store.read(res_type, res_id).content or b"{}")
+
+
+def _count(store: FhirStore) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(pccm_assignments)).scalar() or 0)
+
+
+@pytest.fixture
+def p1(store: FhirStore) -> FhirStore:
+    """rules.md §8 P1 in FHIR: the child's history PCP is full, the sibling's PCP is open."""
+    items: list[Any] = [
+        *world.role("hist", miles=2),
+        *world.role("sib", miles=12),
+        *world.role("near", miles=1),
+    ]
+    for pid in ("a1", "a2"):  # fill hist's panel (cap 2) through their own history
+        items += [world.patient(pid, line=f"{pid} Oak Ave"), world.coverage(pid)]
+        items += [world.visit(pid, "hist", "2026-01-05")]
+    items += [
+        world.patient("s2", birth="2014-01-01", gender="male"),
+        world.coverage("s2", subscriber="RelatedPerson/mom"),
+        world.visit("s2", "sib", "2025-11-20"),
+        world.patient("zz-child", birth="2016-05-01"),
+        world.coverage("zz-child", subscriber="RelatedPerson/mom"),
+        *(world.visit("zz-child", "hist", f"2026-0{m}-10") for m in (1, 2, 3)),
+        world.visit("zz-child", "hist", "2023-01-10"),  # outside the look-back
+    ]
+    world.put_all(store, items)
+    return store
+
+
+def test_p1_batch_assigns_the_siblings_pcp_and_writes_every_output(p1: FhirStore) -> None:
+    service = _service(p1, caps=PanelCaps(per_pcp=2))
+    outcomes = {o.decision.member: o for o in service.assign_all("default")}
+    assert {m: o.decision.pcp for m, o in outcomes.items()} == {
+        "a1": "hist",
+        "a2": "hist",
+        "s2": "sib",
+        "zz-child": "sib",
+    }
+    child = outcomes["zz-child"].decision
+    assert child.rule == "family-pcp"
+    assert [(n.rule, n.reason) for n in child.notes] == [
+        ("existing-assignment", "no previous assignment"),
+        ("own-history", "history PCP at capacity"),
+        ("family-pcp", "a family member's assigned PCP"),
+    ]
+    patient = _read(p1, "Patient", "zz-child")
+    assert patient["generalPractitioner"][0]["reference"] == "PractitionerRole/sib"
+    [team] = _all(p1, "CareTeam", [("patient", "Patient/zz-child")])
+    [part] = team["participant"]
+    assert part["member"]["reference"] == "PractitionerRole/sib"
+    assert part["role"][0]["coding"][0] == {
+        "system": CARE_ROLE_SYSTEM,
+        "code": "pcp",
+        "display": "Primary care provider",
+    }
+    assert part["period"] == {"start": "2026-07-01"}  # first of next month
+    [task] = _all(p1, "Task", [("patient", "Patient/zz-child")])
+    assert task["code"]["coding"][0]["code"] == "establish-care"
+    assert (task["status"], task["intent"]) == ("requested", "order")
+    assert task["owner"]["reference"] == "PractitionerRole/sib"
+    assert task["restriction"]["period"]["end"] == "2026-07-31"
+    assert task["identifier"][0]["value"] == "pccm:default:zz-child:1:establish-care"
+    [notice] = _all(p1, "Communication", [("patient", "Patient/zz-child")])
+    assert notice["category"][0]["coding"][0] == {
+        "system": COMMUNICATION_CATEGORY_SYSTEM,
+        "code": "member-notice",
+        "display": "Member notice",
+    }
+    text = notice["payload"][0]["contentString"]
+    assert "Dr Sib" in text and "a family member's assigned PCP" in text
+    assert "until 2026-09-08" in text
+    [prov] = _all(p1, "Provenance", [("patient", "Patient/zz-child")])
+    targets = {t["reference"].split("/")[0] for t in prov["target"]}
+    assert targets == {"Patient", "CareTeam", "Task", "Communication"}
+    assert prov["reason"][0]["coding"][0]["code"] == "family-pcp"
+    assert "own-history" in [r["coding"][0]["code"] for r in prov["reason"]]
+    assert any(r["text"] == "did not decide: history PCP at capacity" for r in prov["reason"])
+    row = service.assignments_of("zz-child", current_only=True)[0]
+    assert row["decision"]["rules"][1]["reason"] == "history PCP at capacity"
+    assert row["changeUntil"] == "2026-09-08"
+
+
+def test_rerun_assigns_nobody_twice_and_dry_run_writes_nothing(p1: FhirStore) -> None:
+    service = _service(p1, caps=PanelCaps(per_pcp=2))
+    dry = service.assign_all("default", dry_run=True)
+    assert len(dry) == 4 and not any(o.written for o in dry)
+    assert _count(p1) == 0 and _all(p1, "Task") == []
+    assert "generalPractitioner" not in _read(p1, "Patient", "a1")
+    first = service.assign_all("default")
+    assert sum(o.written for o in first) == 4
+    assert [o.decision.pcp for o in dry] == [o.decision.pcp for o in first]
+    assert service.assign_all("default") == []
+    assert _count(p1) == 4 and len(_all(p1, "Task")) == 4 and len(_all(p1, "Provenance")) == 4
+
+
+def test_member_without_address_or_history_is_assigned_by_need_or_left_with_reasons(
+    store: FhirStore,
+) -> None:
+    world.put_all(
+        store,
+        [
+            *world.role("peds", miles=50, specialty=world.PEDIATRICS),
+            world.patient("kid", birth="2020-01-01", miles=None),
+            world.coverage("kid"),
+            world.patient("adult", miles=None),
+            world.coverage("adult"),
+        ],
+    )
+    out = {o.decision.member: o.decision for o in _service(store).assign_all("default")}
+    assert (out["kid"].rule, out["kid"].pcp) == ("special-needs", "peds")
+    assert out["adult"].pcp is None
+    rows = _service(store).assignments_of("adult", current_only=True)
+    assert rows[0]["status"] == "unassigned"
+    reasons = {n["rule"]: n["reason"] for n in rows[0]["decision"]["rules"]}
+    assert reasons["distance"] == "distance step skipped: the member's address has no coordinates"
+    assert reasons["own-history"] == "no primary care visits with a program PCP in the look-back"
+
+
+def test_choice_window_open_then_closed_and_for_cause(store: FhirStore) -> None:
+    world.put_all(
+        store,
+        [
+            *world.role("near", miles=1),
+            *world.role("other", miles=9),
+            *world.role("third", miles=4),
+            world.patient("m"),
+            world.coverage("m"),
+        ],
+    )
+    clock = Clock()
+    service = _service(store, clock)
+    assert service.assign_all("default")[0].decision.pcp == "near"
+    clock.now = world.NOW + timedelta(days=30)
+    changed = service.choose("default", "m", "other")
+    assert changed.decision.rule == "member-choice" and changed.written
+    clock.now = world.NOW + timedelta(days=140)  # 110 days after the change notice
+    with pytest.raises(BusinessRule, match="choice window closed on 2026-10-08"):
+        service.choose("default", "m", "third")
+    service.choose("default", "m", "third", cause="moved across town")
+    history = service.assignments_of("m", current_only=False)
+    assert [(h["pcp"], h["status"], h["kind"], h["endReason"]) for h in history] == [
+        ("PractitionerRole/third", "active", "change-for-cause", None),
+        ("PractitionerRole/other", "ended", "choice", "changed"),
+        ("PractitionerRole/near", "ended", "auto", "changed"),
+    ]
+    assert _read(store, "Patient", "m")["generalPractitioner"][0]["reference"] == (
+        "PractitionerRole/third"
+    )
+    tasks = {t["owner"]["reference"]: t for t in _all(store, "Task")}
+    assert tasks["PractitionerRole/near"]["status"] == "cancelled"
+    assert tasks["PractitionerRole/near"]["statusReason"]["text"] == (
+        "PCCM assignment ended (changed)"
+    )
+    assert tasks["PractitionerRole/third"]["status"] == "requested"
+    [team] = _all(store, "CareTeam")
+    assert [(p["member"]["reference"], "end" in p["period"]) for p in team["participant"]] == [
+        ("PractitionerRole/near", True),
+        ("PractitionerRole/other", True),
+        ("PractitionerRole/third", False),
+    ]
+    with pytest.raises(BusinessRule, match="not enrolled"):
+        service.choose("default", "nobody", "near")
+
+
+def test_reenrolment_after_a_short_gap_returns_to_the_previous_pcp(store: FhirStore) -> None:
+    world.put_all(store, [*world.role("mine", miles=20), world.patient("m"), world.coverage("m")])
+    clock = Clock()
+    service = _service(store, clock)
+    service.assign_all("default")
+    world.put_all(store, [*world.role("closer", miles=1), world.coverage("m", end="2026-06-30")])
+    clock.now = datetime(2026, 7, 5, tzinfo=UTC)
+    assert service.assign_all("default") == []  # lost eligibility: assignment ended
+    assert service.assignments_of("m", current_only=False)[0]["endReason"] == "disenrolled"
+    world.put_all(store, [world.coverage("m", start="2026-08-01")])
+    clock.now = datetime(2026, 8, 20, tzinfo=UTC)
+    [back] = service.assign_all("default")
+    assert (back.decision.rule, back.decision.pcp) == ("existing-assignment", "mine")
+    assert "re-enrolled" in back.decision.reason
+
+
+def test_reenrolment_after_a_long_gap_is_a_new_assignment(store: FhirStore) -> None:
+    world.put_all(store, [*world.role("mine", miles=20), world.patient("m"), world.coverage("m")])
+    clock = Clock()
+    service = _service(store, clock)
+    service.assign_all("default")
+    world.put_all(store, [*world.role("closer", miles=1), world.coverage("m", end="2026-06-30")])
+    clock.now = datetime(2026, 7, 5, tzinfo=UTC)
+    service.assign_all("default")
+    world.put_all(store, [world.coverage("m", start="2026-11-01")])
+    clock.now = datetime(2026, 11, 2, tzinfo=UTC)
+    [again] = service.assign_all("default")
+    assert (again.decision.rule, again.decision.pcp) == ("distance", "closer")
+
+
+def test_pcp_leaving_reassigns_the_panel_by_the_same_rules(store: FhirStore) -> None:
+    world.put_all(
+        store,
+        [
+            *world.role("leaving", miles=1),
+            *world.role("stay", miles=6),
+            world.patient("m1"),
+            world.coverage("m1"),
+            world.visit("m1", "leaving", "2026-02-01"),
+            world.patient("m2", miles=None),
+            world.coverage("m2"),
+            world.visit("m2", "leaving", "2026-02-01"),
+        ],
+    )
+    service = _service(store)
+    assert {o.decision.pcp for o in service.assign_all("default")} == {"leaving"}
+    out = {o.decision.member: o.decision for o in service.pcp_leaves("default", "leaving")}
+    assert (out["m1"].rule, out["m1"].pcp) == ("distance", "stay")
+    assert out["m1"].notes[0].reason == "previous PCP no longer in the program"
+    assert out["m1"].notes[1].reason == (
+        "no primary care visits with a program PCP in the look-back"
+    )
+    assert out["m2"].pcp is None  # no coordinates, no other criterion fits
+    rows = service.assignments_of("m2", current_only=False)
+    assert rows[0]["endReason"] == "pcp-left"
+    assert service.assignments_of("m2", current_only=True)[0]["status"] == "unassigned"
+    [again] = service.assign_all("default")  # still nobody for m2, and nothing written
+    assert again.decision.member == "m2" and again.decision.pcp is None and not again.written
+    cancelled = [t for t in _all(store, "Task") if t["status"] == "cancelled"]
+    assert len(cancelled) == 2
+
+
+def test_family_links_from_related_person_and_patient_link(store: FhirStore) -> None:
+    world.put_all(
+        store,
+        [
+            *world.role("fam", miles=25),
+            *world.role("near", miles=1),
+            world.patient("a-parent", line="9 Elm"),
+            world.coverage("a-parent"),
+            world.visit("a-parent", "fam", "2026-03-03"),
+            {
+                "resourceType": "RelatedPerson",
+                "id": "rp-1",
+                "patient": {"reference": "Patient/b-kid"},
+                "relationship": [{"coding": [{"code": "MTH"}]}],
+            },
+            world.patient("b-kid", line="3 Pine", links=()),
+            world.coverage("b-kid"),
+        ],
+    )
+    parent = world.patient("a-parent", line="9 Elm", links=("RelatedPerson/rp-1",))
+    world.put_all(store, [parent])
+    out = {o.decision.member: o.decision for o in _service(store).assign_all("default")}
+    assert (out["b-kid"].rule, out["b-kid"].pcp) == ("family-pcp", "fam")
+
+
+def test_second_program_uses_its_own_members_and_order(store: FhirStore) -> None:
+    world.put_all(
+        store,
+        [
+            *world.role("hist", miles=3),
+            *world.role("es", miles=15, languages=("es",)),
+            world.patient("m", language="es"),
+            world.coverage("m", plan="PCCM-LANG"),
+            world.visit("m", "hist", "2026-04-01"),
+            world.patient("d", language="es"),
+            world.coverage("d"),
+            world.visit("d", "hist", "2026-04-01"),
+        ],
+    )
+    service = _service(store)
+    [lang] = service.assign_all("language-first")
+    assert (lang.decision.member, lang.decision.rule, lang.decision.pcp) == ("m", "language", "es")
+    [default] = service.assign_all("default")
+    assert (default.decision.member, default.decision.rule) == ("d", "own-history")
+    team = _all(store, "CareTeam", [("patient", "Patient/m")])[0]
+    assert team["participant"][0]["period"]["start"] == "2026-06-11"  # next-day rule
