@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 
 from carecoord.fhir.store import Writer
-from carecoord.transitions.readmissions.config import ReadmissionConfig, load_readmission_config
 from carecoord.transitions.readmissions.service import detect_on_admission
 from carecoord.transitions.risk.config import RiskConfig, load_risk_config
 from carecoord.transitions.risk.service import assess_discharge
@@ -26,7 +25,6 @@ class Extensions:
     """Risk scoring at discharge and readmission detection at admission."""
 
     risk: RiskConfig
-    readmissions: ReadmissionConfig
 
     def risk_band(self, w: Writer, encounter_id: str, now: datetime) -> str | None:
         """Score the discharge (writing its RiskAssessments) and return the combined band."""
@@ -34,11 +32,9 @@ class Extensions:
 
     def on_admission(self, w: Writer, encounter_id: str, now: datetime) -> None:
         """Record a 30-day readmission (and its review Task) when this admission is one."""
-        detect_on_admission(w, encounter_id=encounter_id, now=now, config=self.readmissions)
+        detect_on_admission(w, encounter_id=encounter_id, now=now, config=self.risk.readmissions)
 
 
 def load_extensions(config_dir: Path) -> Extensions:
     """The risk and readmission settings under ``config_dir`` (validated: errors name the file)."""
-    return Extensions(
-        risk=load_risk_config(config_dir), readmissions=load_readmission_config(config_dir)
-    )
+    return Extensions(risk=load_risk_config(config_dir))
