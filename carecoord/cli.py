@@ -63,9 +63,8 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
 
 def _migrate(settings: Settings) -> None:
     from carecoord.db import make_engine
-    from carecoord.migrate import upgrade
-
     from carecoord.fhir.store import FhirStore
+    from carecoord.migrate import upgrade
     from carecoord.transitions.publish import publish_code_systems
 
     engine = make_engine(settings.effective_database_url)

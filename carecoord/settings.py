@@ -18,6 +18,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["ConfigError", "Settings", "load_settings"]
 
 
+#: The configuration shipped with CareCoord (the project's ``config/``): the defaults of a
+#: feature whose folder a deployment's configuration directory does not have.
+SHIPPED_CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+
+
+def feature_config_dir(config_dir: Path, feature: str) -> Path:
+    """The directory holding ``feature/``: ``config_dir`` when it has that folder (or when no
+    default is shipped), else the shipped configuration."""
+    if (Path(config_dir) / feature).is_dir() or not (SHIPPED_CONFIG_DIR / feature).is_dir():
+        return Path(config_dir)
+    return SHIPPED_CONFIG_DIR
+
+
 class ConfigError(Exception):
     """A configuration file or variable is invalid; the message names the file and field."""
 

@@ -12,7 +12,7 @@ from rich.table import Table
 from sqlalchemy import Engine
 
 from carecoord.cases.config import CaseConfig, CaseConfigError, load_case_config
-from carecoord.settings import Settings
+from carecoord.settings import Settings, feature_config_dir
 
 __all__ = ["app"]
 
@@ -27,7 +27,7 @@ ConfigOption = Annotated[
 
 def _config(settings: Settings) -> CaseConfig:
     try:
-        return load_case_config(settings.config_dir / "cases")
+        return load_case_config(feature_config_dir(settings.config_dir, "cases") / "cases")
     except CaseConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from exc

@@ -17,7 +17,7 @@ from carecoord.cases.service import (
 from carecoord.fhir.errors import NotFound
 from carecoord.fhir.store import FhirStore
 from carecoord.jobs import JobContext, Registry
-from carecoord.settings import Settings
+from carecoord.settings import Settings, feature_config_dir
 
 __all__ = ["MonitorHandler", "register_handlers"]
 
@@ -32,7 +32,12 @@ class MonitorHandler:
 
     def config(self) -> CaseConfig:
         if self._config is None:
-            folder = (self.settings.config_dir if self.settings else Path("config")) / "cases"
+            folder = (
+                feature_config_dir(
+                    self.settings.config_dir if self.settings else Path("config"), "cases"
+                )
+                / "cases"
+            )
             self._config = load_case_config(folder)
         return self._config
 

@@ -22,7 +22,7 @@ from carecoord.cases.phases import Phase
 from carecoord.fhir.access import AccessPolicy
 from carecoord.fhir.errors import InvalidRequest
 from carecoord.fhir.store import FhirStore, StoredResource, Writer
-from carecoord.settings import Settings
+from carecoord.settings import Settings, feature_config_dir
 
 __all__ = ["install", "router"]
 
@@ -419,5 +419,7 @@ def metrics_csv(request: Request, policy: PolicyDep) -> Response:
 
 def install(app: FastAPI, settings: Settings, engine: Engine) -> None:
     """Validate config/cases (a bad file stops the start, naming file and field) and add routes."""
-    app.state.cases_config = load_case_config(settings.config_dir / "cases")
+    app.state.cases_config = load_case_config(
+        feature_config_dir(settings.config_dir, "cases") / "cases"
+    )
     app.include_router(router)

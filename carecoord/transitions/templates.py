@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from carecoord.settings import ConfigError
+from carecoord.settings import ConfigError, feature_config_dir
 from carecoord.transitions.calendar import BusinessCalendar
 from carecoord.transitions.codes import CareRole, TaskCode, task_display
 from carecoord.transitions.dispositions import Destination
@@ -475,7 +475,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def load_templates(config_dir: Path) -> TemplateSet:
     """Read and check ``config_dir/transitions``: ``default.yaml`` and every organisation overlay
     under ``organizations/``. Raises :class:`TemplateError` naming the file and the field."""
-    folder = Path(config_dir) / TRANSITIONS_DIR
+    folder = feature_config_dir(Path(config_dir), TRANSITIONS_DIR) / TRANSITIONS_DIR
     default_path = folder / DEFAULT_FILE
     if not default_path.is_file():
         raise TemplateError(f"{default_path}: missing (the default checklist template)")

@@ -119,8 +119,17 @@ def test_a_minimal_template_loads(tmp_path: Path) -> None:
 
 
 def test_missing_default_file(tmp_path: Path) -> None:
+    (tmp_path / "transitions").mkdir()  # a deployment's own folder must hold its default
     with pytest.raises(TemplateError, match=r"transitions/default.yaml: missing"):
         load_templates(tmp_path)
+
+
+def test_a_config_dir_without_transitions_uses_the_shipped_templates(tmp_path: Path) -> None:
+    shipped = load_templates(Path(__file__).resolve().parents[2] / "config")
+    own = load_templates(tmp_path)  # e.g. a deployment that only configures its EHRs
+    assert (
+        own.for_organization(None).template.order == shipped.for_organization(None).template.order
+    )
 
 
 def test_bad_yaml_names_the_file(tmp_path: Path) -> None:

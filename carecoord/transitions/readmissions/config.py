@@ -8,6 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from carecoord.settings import feature_config_dir
 from carecoord.transitions.dispositions import Destination
 from carecoord.transitions.readmissions.codematch import CodeSet, parse_token
 
@@ -28,6 +29,15 @@ class RiskConfigError(ValueError):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def risk_folder(config_dir: Path) -> Path:
+    """``config_dir/risk``, ``config_dir`` itself when it is that folder, else the shipped one."""
+    if (config_dir / "risk").is_dir():
+        return config_dir / "risk"
+    if any(config_dir.glob("*.yaml")):
+        return config_dir
+    return feature_config_dir(config_dir, "risk") / "risk"
 
 
 def _tokens(values: list[str]) -> list[str]:
@@ -123,7 +133,7 @@ def validated(model: type[_Model] | Any, data: Any, path: Path) -> Any:
 
 def load_readmission_config(config_dir: Path) -> ReadmissionConfig:
     """Read ``readmissions.yaml`` (and its planned rules) from ``config_dir`` (or its ``risk/``)."""
-    folder = config_dir / "risk" if (config_dir / "risk").is_dir() else config_dir
+    folder = risk_folder(config_dir)
     main = folder / "readmissions.yaml"
     data = read_yaml(main)
     if not isinstance(data, dict):

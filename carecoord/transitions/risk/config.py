@@ -16,6 +16,9 @@ from carecoord.transitions.readmissions.config import (
     read_yaml,
     validated,
 )
+from carecoord.transitions.readmissions.config import (
+    risk_folder as _risk_folder,
+)
 from carecoord.transitions.risk.charlson import CharlsonMapping
 
 __all__ = [
@@ -126,7 +129,7 @@ def load_risk_config(config_dir: Path) -> RiskConfig:
 
     Raises :class:`RiskConfigError` naming the file and the field on any invalid value.
     """
-    folder = config_dir / "risk" if (config_dir / "risk").is_dir() else config_dir
+    folder = _risk_folder(config_dir)
     main = folder / "risk.yaml"
     settings: _RiskFile = validated(_RiskFile, read_yaml(main), main)
     try:
@@ -183,7 +186,7 @@ def load_risk_config(config_dir: Path) -> RiskConfig:
 
 def weight_tables(config_dir: Path) -> dict[str, dict[str, int]]:
     """Every weight table of ``charlson-weights.yaml`` (to score with another one)."""
-    folder = config_dir / "risk" if (config_dir / "risk").is_dir() else config_dir
+    folder = _risk_folder(config_dir)
     path = folder / "charlson-weights.yaml"
     loaded: _WeightsFile = validated(_WeightsFile, read_yaml(path), path)
     return loaded.tables

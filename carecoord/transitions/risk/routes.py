@@ -96,7 +96,5 @@ async def readmission_risk(request: Request, patient_id: str, policy: PolicyDep)
 
 def install(app: FastAPI, settings: Settings, engine: Engine) -> None:
     """Validate config/risk at start-up (errors name file and field) and add the route."""
-    folder = settings.config_dir
-    if (folder / "risk").is_dir() or (folder / "risk.yaml").exists():
-        app.state.risk_config = load_risk_config(folder)
+    app.state.risk_config = load_risk_config(settings.config_dir)
     app.include_router(router)
