@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -210,9 +211,9 @@ async def callback(request: Request) -> Response:
     return response
 
 
-@router.get(PATIENT_PATH)
-async def patient(request: Request) -> Response:
-    """The launch patient's name, birth date and id, read from the EHR with the session's token."""
+async def launch_patient(request: Request) -> dict[str, Any] | Response:
+    """The launch patient read from the EHR with the session's token (refreshed when needed),
+    or the page to answer instead (not signed in, no patient, session ended, EHR down)."""
     runtime = _runtime(request)
     session = await current_session(request)
     if session is None:
@@ -227,7 +228,7 @@ async def patient(request: Request) -> Response:
             "No patient", "This session has no patient in context; launch from a chart.", status=409
         )
     try:
-        resource = await fhir_read(runtime, session, "Patient", session.patient)
+        resource: dict[str, Any] = await fhir_read(runtime, session, "Patient", session.patient)
     except ReauthorizationRequired as exc:
         await run_in_threadpool(SessionStore(runtime).delete, session.id)
         response = _fail("Session ended", "Your EHR session has ended; launch again.", 401, exc)
@@ -235,7 +236,17 @@ async def patient(request: Request) -> Response:
         return response
     except (SmartError, ConfigError) as exc:
         return _fail("EHR not reachable", "The EHR did not return the patient.", 502, exc)
-    return patient_page(resource, banner=session.need_patient_banner)
+    return resource
+
+
+@router.get(PATIENT_PATH)
+async def patient(request: Request) -> Response:
+    """The launch patient's name, birth date and id, read from the EHR with the session's token."""
+    found = await launch_patient(request)
+    if isinstance(found, Response):
+        return found
+    session = await current_session(request)
+    return patient_page(found, banner=bool(session and session.need_patient_banner))
 
 
 @router.post("/logout")

@@ -35,6 +35,7 @@ __all__ = [
     "TCM_EXTENSION",
     "actors_for",
     "previous_content",
+    "relative_reference",
     "task_code",
     "task_guard",
 ]
@@ -78,6 +79,16 @@ def task_code(task: dict[str, Any]) -> str | None:
             code = coding.get("code")
             return code if isinstance(code, str) else None
     return None
+
+
+def relative_reference(reference: str) -> str:
+    """``Type/id`` of a reference that may be absolute (EHRs send ``fhirUser`` as a full URL)."""
+    if "://" not in reference:
+        return reference
+    parts = reference.rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    return "/".join(parts[-2:])
 
 
 def _ref(value: Any) -> str | None:
@@ -152,7 +163,7 @@ def actors_for(
     if agent.kind != "user":
         system = any(s.context == "system" for s in policy.scopes)
         return frozenset({Actor.SYSTEM}) if system else frozenset()
-    user = agent.who
+    user = relative_reference(agent.who)
     actors: set[Actor] = set()
     for task in tasks:
         if _is_user(w, _ref(task.get("owner")), user):

@@ -3,6 +3,8 @@ and giving up (the user launches again)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, update
@@ -10,7 +12,7 @@ from sqlalchemy import Engine, select, update
 from carecoord.crypto import Encryptor
 from carecoord.smart.tables import smart_sessions
 from tests.smart.conftest import launch
-from tests.smart.fake_ehr import FakeEhr
+from tests.smart.fake_ehr import PATIENT_ID, FakeEhr
 
 SECRET = b"test-secret-key-with-at-least-32-characters"
 
@@ -108,14 +110,37 @@ def test_no_refresh_token_means_launch_again(
 
 @pytest.mark.parametrize("status", [500, 503])
 def test_token_endpoint_down_during_refresh_is_a_502(
-    browser: TestClient, ehr: FakeEhr, status: int
+    browser: TestClient, ehr: FakeEhr, status: int, engine: Engine
 ) -> None:
     import httpx
 
+    from carecoord.fhir.errors import FhirError
+    from carecoord.fhir.store import FhirStore
+
+    with contextlib.suppress(FhirError):  # nothing of ours to fall back on
+        FhirStore(engine).delete("Patient", PATIENT_ID)
     launch(browser, ehr)
     ehr.fhir_unauthorized = 1
     ehr.token_failure = httpx.Response(status)
     assert browser.get("/app/patient").status_code == 502
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_with_the_ehr_down_the_page_shows_carecoords_record(
+    browser: TestClient, ehr: FakeEhr, status: int, engine: Engine
+) -> None:
+    import httpx
+
+    from carecoord.fhir.store import FhirStore
+
+    body = {"resourceType": "Patient", "id": PATIENT_ID, "gender": "female"}
+    FhirStore(engine).update("Patient", PATIENT_ID, body)  # the patient, synced earlier
+    launch(browser, ehr)
+    ehr.fhir_unauthorized = 1
+    ehr.token_failure = httpx.Response(status)
+    page = browser.get("/app/patient")
+    assert page.status_code == 200
+    assert "The EHR could not be reached" in page.text
 
 
 def test_a_refresh_by_another_process_is_picked_up(

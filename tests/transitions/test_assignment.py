@@ -156,3 +156,26 @@ def test_only_the_owner_or_a_case_manager_does_the_work(
     body = orjson.loads(done.content or b"{}")
     assert body["status"] == "completed"
     assert body["executionPeriod"]["end"] == "2025-07-03T00:00:00Z"
+
+
+def test_an_absolute_fhir_user_is_the_owner_too(
+    guarded: FhirStore, staff: dict[str, str], synthea_patient: dict[str, Any]
+) -> None:
+    from datetime import UTC, datetime
+
+    task = guarded.create(
+        "Task",
+        {
+            "resourceType": "Task",
+            "status": "ready",
+            "intent": "order",
+            "for": {"reference": f"Patient/{synthea_patient['id']}"},
+            "owner": {"reference": staff["nurse-a"]},
+        },
+    ).resource.res_id
+    absolute = f"https://ehr.example.org/fhir/{staff['nurse-a']}"  # as EHRs send fhirUser
+    done = guarded.write(
+        lambda w: move_task(w, task_id=task, status="completed", when=datetime.now(UTC)),
+        policy=_user(absolute),
+    )
+    assert orjson.loads(done.content or b"{}")["status"] == "completed"

@@ -1,0 +1,84 @@
+"""Who is looking at a screen: the access policy, the launch session, the user and the CSRF
+token, decided once per request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+
+from carecoord.auth.policy import request_policy
+from carecoord.fhir.access import AccessPolicy
+from carecoord.smart.sessions import SESSION_COOKIE
+from carecoord.web.config import WebConfig
+from carecoord.web.security import csrf_token
+
+__all__ = ["ScreenContext", "WebState", "screen_context", "user_reference"]
+
+
+@dataclass
+class WebState:
+    """What the screens share, kept on ``app.state.web``."""
+
+    config: WebConfig
+    secret: bytes
+    clock: Callable[[], datetime]
+    render: Callable[..., str]
+
+
+def user_reference(fhir_user: str | None) -> str | None:
+    """``Type/id`` of a ``fhirUser`` claim (often an absolute URL on the EHR's FHIR base)."""
+    if not fhir_user:
+        return None
+    parts = fhir_user.rstrip("/").split("/")
+    if len(parts) < 2 or not parts[-2][:1].isupper():
+        return None
+    return f"{parts[-2]}/{parts[-1]}"
+
+
+@dataclass(frozen=True)
+class ScreenContext:
+    """The request's policy, session and user as the screens need them."""
+
+    policy: AccessPolicy | None
+    session: Any | None
+    user: str | None
+    csrf: str
+    now: datetime
+    request_id: str | None
+
+    @property
+    def launch_patient(self) -> str | None:
+        return getattr(self.session, "patient", None) if self.session is not None else None
+
+    @property
+    def banner(self) -> bool:
+        """Show our patient banner unless an EHR session says it shows its own."""
+        if self.session is None:
+            return True
+        return bool(getattr(self.session, "need_patient_banner", True))
+
+
+async def screen_context(request: Request) -> ScreenContext:
+    """The context of ``request``; raises ``Unauthorized`` (401) without a token or session."""
+    state: WebState = request.app.state.web
+    policy = await request_policy(request)
+    source = getattr(request.app.state, "session_source", None)
+    session = None
+    if source is not None and "authorization" not in request.headers:
+        session = await source(request)
+    user = user_reference(getattr(session, "fhir_user", None)) if session is not None else None
+    if user is None and policy is not None and policy.agent.kind == "user":
+        user = user_reference(policy.agent.who)
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    return ScreenContext(
+        policy=policy,
+        session=session,
+        user=user,
+        csrf=csrf_token(state.secret, cookie) if cookie else "",
+        now=state.clock(),
+        request_id=request.scope.get("state", {}).get("request_id"),
+    )
