@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from carecoord.auth.server import TokenService
 from carecoord.fhir.access import AccessPolicy, Agent
-from carecoord.fhir.errors import Unauthorized
+from carecoord.fhir.errors import FhirError, Unauthorized
 
 __all__ = ["SessionLike", "SessionSource", "base_of", "request_policy"]
 
@@ -46,6 +47,41 @@ def _challenge(error: str | None = None, description: str | None = None) -> dict
     return {"WWW-Authenticate": value}
 
 
+def _pulled(state: Any, connection: str, res_type: str, source_id: str) -> str | None:
+    """Our id of the EHR's ``res_type/source_id`` when it was pulled from ``connection``."""
+    cache: dict[tuple[str, str, str], str] = state.__dict__.setdefault("_pulled_ids", {})
+    key = (connection, res_type, source_id)
+    if key in cache:
+        return cache[key]
+    from carecoord.sync.identity import local_id  # the sync package imports this module
+
+    candidate = local_id(connection, res_type, source_id)
+    store = getattr(state, "store", None)
+    if store is None:
+        return None
+    try:
+        store.read(res_type, candidate)
+    except FhirError:
+        return None
+    cache[key] = candidate  # a pulled resource keeps its id: safe to remember
+    return candidate
+
+
+def _local_ids(
+    state: Any, connection: str, patient: str | None, fhir_user: str | None
+) -> tuple[str | None, str | None]:
+    """The launch's patient and user as CareCoord knows them: the EHR sends its own ids, and
+    resources pulled from that EHR live here under ids derived from them (ADR 0011)."""
+    if patient:
+        patient = _pulled(state, connection, "Patient", patient) or patient
+    if fhir_user:
+        parts = fhir_user.rstrip("/").split("/")
+        if len(parts) >= 2 and parts[-2] in ("Practitioner", "PractitionerRole", "Patient"):
+            found = _pulled(state, connection, parts[-2], parts[-1])
+            fhir_user = f"{parts[-2]}/{found}" if found else f"{parts[-2]}/{parts[-1]}"
+    return patient, fhir_user
+
+
 async def request_policy(request: Request) -> AccessPolicy | None:
     """The caller's policy; None when authentication is switched off. 401 when unauthenticated."""
     state = request.app.state
@@ -76,10 +112,13 @@ async def request_policy(request: Request) -> AccessPolicy | None:
         source: SessionSource | None = getattr(state, "session_source", None)
         session = await source(request) if source is not None else None
         if session is not None:
+            patient, user = await run_in_threadpool(
+                _local_ids, state, session.connection, session.patient, session.fhir_user
+            )
             policy = AccessPolicy.from_scope_string(
                 session.scope,
-                Agent("user", session.fhir_user or "unknown", connection=session.connection),
-                patient=session.patient,
+                Agent("user", user or "unknown", connection=session.connection),
+                patient=patient,
             )
         elif settings.auth_required:
             raise Unauthorized(

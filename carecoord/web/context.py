@@ -52,7 +52,12 @@ class ScreenContext:
 
     @property
     def launch_patient(self) -> str | None:
-        return getattr(self.session, "patient", None) if self.session is not None else None
+        """The launch patient as CareCoord knows them (the policy maps a pulled patient's id)."""
+        if self.session is None:
+            return None
+        if self.policy is not None and self.policy.patient:
+            return self.policy.patient
+        return getattr(self.session, "patient", None)
 
     @property
     def banner(self) -> bool:
@@ -70,9 +75,11 @@ async def screen_context(request: Request) -> ScreenContext:
     session = None
     if source is not None and "authorization" not in request.headers:
         session = await source(request)
-    user = user_reference(getattr(session, "fhir_user", None)) if session is not None else None
-    if user is None and policy is not None and policy.agent.kind == "user":
-        user = user_reference(policy.agent.who)
+    user = None
+    if policy is not None and policy.agent.kind == "user":
+        user = user_reference(policy.agent.who)  # mapped to our id when pulled from the EHR
+    if user is None and session is not None:
+        user = user_reference(getattr(session, "fhir_user", None))
     cookie = request.cookies.get(SESSION_COOKIE, "")
     return ScreenContext(
         policy=policy,

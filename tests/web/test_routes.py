@@ -327,3 +327,26 @@ def test_a_pcp_landing_without_a_patient_goes_to_the_inbox(app: Any, browser: Te
     inbox = browser.get("/app/inbox").text
     incoming = inbox[inbox.index('id="incoming"') : inbox.index('id="working"')]
     assert 'id="task-t-pcp"' in incoming and "Person Other" in incoming
+
+
+def test_a_launch_for_a_pulled_patient_lands_on_our_record_of_them(
+    app: Any, browser: TestClient
+) -> None:
+    """The EHR names the patient by its own id; pulled, they live here under a derived id."""
+    from carecoord.sync.identity import local_id
+
+    store: FhirStore = app.state.store
+    ours = local_id("test-ehr", "Patient", "ehr-77")
+    patient = orjson.loads(store.read("Patient", "p1").content or b"{}")
+    store.update("Patient", ours, {**patient, "id": ours})
+    task = orjson.loads(store.read("Task", "t-contact").content or b"{}")
+    store.update(
+        "Task", "t-ours", {**task, "id": "t-ours", "for": {"reference": f"Patient/{ours}"}}
+    )
+    _session(app, browser, patient="ehr-77")
+    landing = browser.get("/app/patient")
+    assert landing.status_code == 200
+    assert "The EHR could not be reached" in landing.text  # no EHR behind this test session
+    assert 'id="task-t-ours"' in landing.text and 'id="task-t-contact"' not in landing.text
+    assert browser.get(f"/fhir/Patient/{ours}").status_code == 200
+    assert browser.get("/fhir/Patient/p1").status_code == 404
