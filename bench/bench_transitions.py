@@ -111,11 +111,15 @@ def run(kind: str, n: int) -> dict[str, Any]:
         now = datetime(2027, 1, 1, tzinfo=UTC)
         tasks = 0
         t0 = time.perf_counter()
-        for enc_id in encounters:
+        marks: list[float] = []
+        for n, enc_id in enumerate(encounters, 1):
             result = store.write(
                 lambda w, e=enc_id: plan_transition(w, encounter_id=e, templates=templates, now=now)
             )
             tasks += result.created
+            if n % 1000 == 0:
+                marks.append(round(time.perf_counter() - t0, 1))
+                print(f"  {n} discharges in {marks[-1]} s", flush=True)
         elapsed = time.perf_counter() - t0
         t1 = time.perf_counter()
         replayed = 0
@@ -134,6 +138,7 @@ def run(kind: str, n: int) -> dict[str, Any]:
         "tasks_per_s": round(tasks / elapsed, 1),
         "replay_1000_seconds": round(replay_elapsed, 2),
         "replay_created": replayed,
+        "seconds_at_each_1000": marks,
     }
 
 

@@ -8,7 +8,7 @@ ends that for finished jobs).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -36,7 +36,9 @@ from carecoord.jobs.tables import (
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "JobInfo",
+    "JobSpec",
     "enqueue",
+    "enqueue_many",
     "get_job",
     "list_dead",
     "list_jobs",
@@ -70,31 +72,7 @@ def enqueue(
     names), never copies of patient data. ``run_at`` (aware) delays the job; ``connection`` names
     the EHR connection it talks to, for per-connection status.
     """
-    if not is_valid_kind(kind):
-        raise InvalidJob("kind must be 1 to 64 letters, digits or _ . : -")
-    _check_text("key", key, KEY_LENGTH)
-    _check_text("connection", connection, CONNECTION_LENGTH)
-    attempts = DEFAULT_MAX_ATTEMPTS if max_attempts is None else max_attempts
-    if attempts < 1:
-        raise InvalidJob("max_attempts must be at least 1")
-    if run_at is not None and run_at.tzinfo is None:
-        raise InvalidJob("run_at must be timezone-aware")
-    try:
-        body = orjson.dumps(dict(payload)).decode()
-    except TypeError as exc:
-        raise InvalidJob(f"payload is not JSON-serialisable: {type(exc).__name__}") from exc
-    now = to_micros(clock())
-    values = {
-        "kind": kind,
-        "payload": body,
-        "dedup_key": key,
-        "connection": connection,
-        "status": READY,
-        "attempts": 0,
-        "max_attempts": attempts,
-        "run_at": to_micros(run_at) if run_at is not None else now,
-        "created_at": now,
-    }
+    values = _row(JobSpec(kind, payload, key, run_at, max_attempts, connection), to_micros(clock()))
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     statement = (
         insert(jobs)
@@ -104,6 +82,61 @@ def enqueue(
     )
     job_id = conn.execute(statement).scalar_one_or_none()
     return int(job_id) if job_id is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job for :func:`enqueue_many` (the arguments of :func:`enqueue`)."""
+
+    kind: str
+    payload: Mapping[str, Any]
+    key: str | None = None
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+    connection: str | None = None
+
+
+def _row(spec: JobSpec, now: int) -> dict[str, Any]:
+    """The checked ``jobs`` row of one job."""
+    if not is_valid_kind(spec.kind):
+        raise InvalidJob("kind must be 1 to 64 letters, digits or _ . : -")
+    _check_text("key", spec.key, KEY_LENGTH)
+    _check_text("connection", spec.connection, CONNECTION_LENGTH)
+    attempts = DEFAULT_MAX_ATTEMPTS if spec.max_attempts is None else spec.max_attempts
+    if attempts < 1:
+        raise InvalidJob("max_attempts must be at least 1")
+    if spec.run_at is not None and spec.run_at.tzinfo is None:
+        raise InvalidJob("run_at must be timezone-aware")
+    try:
+        body = orjson.dumps(dict(spec.payload)).decode()
+    except TypeError as exc:
+        raise InvalidJob(f"payload is not JSON-serialisable: {type(exc).__name__}") from exc
+    return {
+        "kind": spec.kind,
+        "payload": body,
+        "dedup_key": spec.key,
+        "connection": spec.connection,
+        "status": READY,
+        "attempts": 0,
+        "max_attempts": attempts,
+        "run_at": to_micros(spec.run_at) if spec.run_at is not None else now,
+        "created_at": now,
+    }
+
+
+def enqueue_many(conn: Connection, specs: Sequence[JobSpec], *, clock: Clock = utc_now) -> None:
+    """Add several jobs in one statement in the caller's transaction (keys already queued are
+    skipped, as with :func:`enqueue`)."""
+    if not specs:
+        return
+    now = to_micros(clock())
+    rows = [_row(spec, now) for spec in specs]
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(
+        insert(jobs)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=[jobs.c.kind, jobs.c.dedup_key])
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ import orjson
 
 from carecoord.fhir.errors import NotFound
 from carecoord.fhir.store import Writer, new_id
-from carecoord.jobs import enqueue
+from carecoord.jobs import JobSpec, enqueue_many
 from carecoord.transitions.assignment import Assigner
 from carecoord.transitions.checklist import (
     Checklist,
@@ -344,14 +344,13 @@ def _task_body(
     return body
 
 
-def _queue_escalations(
-    w: Writer, task_id: str, item: PlannedItem, setup: OrganizationSetup, now: datetime
-) -> None:
+def _escalations(
+    task_id: str, item: PlannedItem, setup: OrganizationSetup, now: datetime
+) -> list[JobSpec]:
+    """The delayed jobs of an item's escalation steps (keyed by task, step and deadline)."""
     due = format_due(item.due)
-    for step in item.escalation:
-        fire = escalation_due(step, item.due, setup.calendar)
-        enqueue(
-            w.conn,
+    return [
+        JobSpec(
             kind=ESCALATE_KIND,
             payload={
                 "task_id": task_id,
@@ -361,9 +360,10 @@ def _queue_escalations(
                 "notify": [str(n) for n in step.notify],
             },
             key=f"escalate:{task_id}:{step.name}:{due}",
-            run_at=max(fire, now),
-            clock=w.store.clock,
+            run_at=max(escalation_due(step, item.due, setup.calendar), now),
         )
+        for step in item.escalation
+    ]
 
 
 def _cancel(w: Writer, task_id: str, task: dict[str, Any], reason: str) -> bool:
@@ -435,6 +435,7 @@ def plan_transition(
         f"{TASK_IDENTIFIER_SYSTEM}|{encounter_id}:{item.key}" for item in checklist.items
     )
     strays = fresh and bool(w.find("Task", [("identifier", identifiers)], limit=1))
+    escalations: list[JobSpec] = []
     for item in checklist.items:
         task_id = task_ids[item.key]
         result.items[item.key] = task_id
@@ -466,7 +467,8 @@ def plan_transition(
             condition = None if fresh and not strays else [("identifier", ident)]
             w.create("Task", body, if_none_exist=condition, res_id=task_id)
             result.created += 1
-        _queue_escalations(w, task_id, item, setup, now)
+        escalations += _escalations(task_id, item, setup, now)
+    enqueue_many(w.conn, escalations, clock=w.store.clock)
     for key, (task_id, task) in existing_tasks.items():
         if key not in task_ids and _cancel(
             w, task_id, task, "No longer applies after the discharge was updated"

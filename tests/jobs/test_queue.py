@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -162,3 +162,16 @@ def test_stats_of_an_empty_queue(engine: Engine) -> None:
     result = stats(engine)
     assert result.by_kind == {} and result.by_connection == {}
     assert result.total.ready == 0 and result.total.oldest_ready_age is None
+
+
+def test_enqueue_many_adds_jobs_in_one_statement_and_skips_queued_keys(engine: Engine) -> None:
+    from carecoord.jobs import JobSpec, enqueue_many
+
+    specs = [JobSpec("demo.kind", {"n": n}, key=f"k{n}") for n in range(3)]
+    with engine.begin() as conn:
+        enqueue_many(conn, specs)
+        enqueue_many(conn, [*specs, JobSpec("demo.kind", {"n": 9}, key="k9")])
+    queued = list_jobs(engine, kind="demo.kind")
+    assert sorted(j.key or "" for j in queued) == ["k0", "k1", "k2", "k9"]
+    with engine.begin() as conn, pytest.raises(InvalidJob, match="run_at"):
+        enqueue_many(conn, [JobSpec("demo.kind", {}, run_at=datetime(2030, 1, 1))])
