@@ -101,7 +101,7 @@ def _load(store: FhirStore, n: int, seed: int = 7) -> list[str]:
 
 
 def run(kind: str, n: int) -> dict[str, Any]:
-    with database(kind, "cc_bench_transitions") as url:
+    with database(kind, f"cc_bench_transitions_{os.getpid()}") as url:
         engine = make_engine(url)
         upgrade(engine)
         settings = Settings(database_url=url)

@@ -61,7 +61,8 @@ def automation_store(settings: Settings, engine: Engine) -> FhirStore:
     from carecoord.smart.connections import load_connections
     from carecoord.sync.push import PushHook
 
-    store = FhirStore(engine, retries=settings.write_retries)
+    # Jobs run one at a time per worker: group commit would only add a thread hop per write.
+    store = FhirStore(engine, retries=settings.write_retries, group_commit=False)
     store.add_write_hook(task_guard(tcm_billing))
     store.add_write_hook(PushHook(load_connections(settings.config_dir)))
     return store
