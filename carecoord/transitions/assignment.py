@@ -16,21 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import orjson
-
-from carecoord.fhir.errors import NotFound
 from carecoord.fhir.store import Writer
 from carecoord.transitions.codes import CARE_ROLE_SYSTEM, CareRole
+from carecoord.transitions.resources import read_json, reference_of
 from carecoord.transitions.taskflow import OPEN
 
 __all__ = ["Assigner", "open_caseload"]
 
 _OPEN_STATUSES: Final = ",".join(sorted(OPEN - {"draft"}))
-
-
-def _ref(value: Any) -> str | None:
-    ref = value.get("reference") if isinstance(value, dict) else None
-    return ref if isinstance(ref, str) else None
 
 
 def _has_role(concepts: Any, role: CareRole) -> bool:
@@ -65,7 +58,7 @@ class Assigner:
     def _find(self, role: CareRole) -> str | None:
         if role is CareRole.PCP:
             for gp in self.patient.get("generalPractitioner") or []:
-                ref = _ref(gp)
+                ref = reference_of(gp)
                 if ref:
                     return ref
         member = self._team_member(role)
@@ -82,7 +75,7 @@ class Assigner:
             self._team = [t for t in (self._read("CareTeam", i) for i in sorted(ids)) if t]
         for team in self._team:
             for participant in team.get("participant") or []:
-                member = _ref(participant.get("member"))
+                member = reference_of(participant.get("member"))
                 if member and _has_role(participant.get("role"), role):
                     return member
         return None
@@ -91,11 +84,11 @@ class Assigner:
         token = f"{CARE_ROLE_SYSTEM}|{role.value}"
         places: list[tuple[str, str]] = []
         for location in reversed(self.encounter.get("location") or []):
-            ref = _ref(location.get("location"))
+            ref = reference_of(location.get("location"))
             if ref:
                 places.append(("location", ref))
                 break
-        provider = _ref(self.encounter.get("serviceProvider"))
+        provider = reference_of(self.encounter.get("serviceProvider"))
         if provider:
             places.append(("organization", provider))
         for param, ref in places:
@@ -106,7 +99,7 @@ class Assigner:
                 {
                     p
                     for p in (
-                        _ref((self._read("PractitionerRole", i) or {}).get("practitioner"))
+                        reference_of((self._read("PractitionerRole", i) or {}).get("practitioner"))
                         for i in ids
                     )
                     if p
@@ -120,9 +113,4 @@ class Assigner:
         return None
 
     def _read(self, res_type: str, res_id: str) -> dict[str, Any] | None:
-        try:
-            stored = self.w.read(res_type, res_id)
-        except NotFound:
-            return None
-        data = orjson.loads(stored.content) if stored.content else None
-        return data if isinstance(data, dict) else None
+        return read_json(self.w, res_type, res_id)

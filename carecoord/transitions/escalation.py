@@ -12,9 +12,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final
 
-import orjson
-
-from carecoord.fhir.errors import NotFound
 from carecoord.fhir.store import Writer
 from carecoord.transitions.assignment import Assigner
 from carecoord.transitions.codes import (
@@ -22,6 +19,7 @@ from carecoord.transitions.codes import (
     ESCALATION_IDENTIFIER_SYSTEM,
     CareRole,
 )
+from carecoord.transitions.resources import read_json, reference_of
 from carecoord.transitions.service import format_due
 from carecoord.transitions.taskflow import OPEN
 
@@ -32,37 +30,25 @@ EscalationResult = str  # "sent" | "already-sent" | "closed" | "stale" | "no-rec
 _WHEN_TEXT: Final = {"due-soon": "Due soon", "overdue": "Overdue"}
 
 
-def _ref(value: Any) -> str | None:
-    ref = value.get("reference") if isinstance(value, dict) else None
-    return ref if isinstance(ref, str) else None
-
-
-def _read(w: Writer, res_type: str, res_id: str) -> dict[str, Any] | None:
-    try:
-        stored = w.read(res_type, res_id)
-    except NotFound:
-        return None
-    data = orjson.loads(stored.content) if stored.content else None
-    return data if isinstance(data, dict) else None
-
-
 def _recipients(w: Writer, task: dict[str, Any], notify: list[str]) -> list[str]:
-    patient_ref = _ref(task.get("for")) or ""
-    encounter_ref = _ref(task.get("encounter")) or ""
-    patient = _read(w, "Patient", patient_ref.partition("/")[2]) if patient_ref else None
-    encounter = _read(w, "Encounter", encounter_ref.partition("/")[2]) if encounter_ref else None
+    patient_ref = reference_of(task.get("for")) or ""
+    encounter_ref = reference_of(task.get("encounter")) or ""
+    patient = read_json(w, "Patient", patient_ref.partition("/")[2]) if patient_ref else None
+    encounter = (
+        read_json(w, "Encounter", encounter_ref.partition("/")[2]) if encounter_ref else None
+    )
     assigner = Assigner(w, patient or {}, encounter or {})
     found: list[str] = []
     for target in notify:
         if target == "owner":
-            who = _ref(task.get("owner")) or _ref(task.get("requester"))
+            who = reference_of(task.get("owner")) or reference_of(task.get("requester"))
         else:
             try:
                 who = assigner.owner(CareRole(target))
             except ValueError:
                 who = None
         if who is None and target != "owner":
-            who = _ref((encounter or {}).get("serviceProvider"))  # the organisation's desk
+            who = reference_of((encounter or {}).get("serviceProvider"))  # the organisation's desk
         if who and who not in found:
             found.append(who)
     return found
@@ -79,7 +65,7 @@ def escalate(
     now: datetime,
 ) -> EscalationResult:
     """Send one escalation step of one Task, at most once."""
-    task = _read(w, "Task", task_id)
+    task = read_json(w, "Task", task_id)
     if task is None:
         return "gone"
     if task.get("status") not in OPEN:

@@ -17,7 +17,7 @@ import orjson
 from sqlalchemy import select
 
 from carecoord.fhir.access import AccessPolicy
-from carecoord.fhir.errors import BusinessRule, NotFound
+from carecoord.fhir.errors import BusinessRule
 from carecoord.fhir.store import StoredResource, Writer
 from carecoord.fhir.tables import resource_versions, resources
 from carecoord.transitions.codes import (
@@ -28,6 +28,7 @@ from carecoord.transitions.codes import (
     CareRole,
     TaskCode,
 )
+from carecoord.transitions.resources import read_reference, reference_of
 from carecoord.transitions.taskflow import FINAL, Actor, TaskRuleError, check_create, check_move
 
 __all__ = [
@@ -91,25 +92,6 @@ def relative_reference(reference: str) -> str:
     return "/".join(parts[-2:])
 
 
-def _ref(value: Any) -> str | None:
-    ref = value.get("reference") if isinstance(value, dict) else None
-    return ref if isinstance(ref, str) else None
-
-
-def _read(w: Writer, reference: str) -> dict[str, Any] | None:
-    res_type, _, res_id = reference.partition("/")
-    if not res_id or "/" in res_id:
-        return None
-    try:
-        stored = w.read(res_type, res_id)
-    except NotFound:
-        return None
-    if stored.content is None:
-        return None
-    data = orjson.loads(stored.content)
-    return data if isinstance(data, dict) else None
-
-
 def _is_user(w: Writer, reference: str | None, user: str) -> bool:
     """Whether ``reference`` (owner/requester) is the user, or a role or organisation of theirs."""
     if reference is None:
@@ -117,8 +99,8 @@ def _is_user(w: Writer, reference: str | None, user: str) -> bool:
     if reference == user:
         return True
     if reference.startswith("PractitionerRole/"):
-        role = _read(w, reference)
-        return role is not None and _ref(role.get("practitioner")) == user
+        role = read_reference(w, reference)
+        return role is not None and reference_of(role.get("practitioner")) == user
     if reference.startswith("Organization/") and user.startswith("Practitioner/"):
         return bool(
             w.find(
@@ -138,16 +120,16 @@ def _has_role_code(resource: dict[str, Any], key: str, codes: frozenset[str]) ->
 
 def _is_case_manager(w: Writer, task: dict[str, Any], user: str) -> bool:
     """The user manages the patient's care (CareTeam role) or supervises case managers."""
-    patient = _ref(task.get("for"))
+    patient = reference_of(task.get("for"))
     if patient and patient.startswith("Patient/"):
         for team_id in w.find("CareTeam", [("patient", patient), ("status", "active")], limit=20):
-            team = _read(w, f"CareTeam/{team_id}")
+            team = read_reference(w, f"CareTeam/{team_id}")
             for member in (team or {}).get("participant") or []:
-                who = _ref(member.get("member"))
+                who = reference_of(member.get("member"))
                 if who and _is_user(w, who, user) and _has_role_code(member, "role", _SUPERVISING):
                     return True
     for role_id in w.find("PractitionerRole", [("practitioner", user)], limit=20):
-        role = _read(w, f"PractitionerRole/{role_id}")
+        role = read_reference(w, f"PractitionerRole/{role_id}")
         if role and _has_role_code(role, "code", frozenset({CareRole.SUPERVISOR.value})):
             return True
     return False
@@ -166,9 +148,9 @@ def actors_for(
     user = relative_reference(agent.who)
     actors: set[Actor] = set()
     for task in tasks:
-        if _is_user(w, _ref(task.get("owner")), user):
+        if _is_user(w, reference_of(task.get("owner")), user):
             actors.add(Actor.OWNER)
-        if _is_user(w, _ref(task.get("requester")), user):
+        if _is_user(w, reference_of(task.get("requester")), user):
             actors.add(Actor.REQUESTER)
     if _is_case_manager(w, tasks[-1], user):
         actors.add(Actor.CASE_MANAGER)
@@ -186,10 +168,10 @@ def _plan_done(w: Writer, plan: dict[str, Any]) -> bool:
     """Every required item completed, or cancelled/failed with a reason (waived)."""
     seen = False
     for activity in plan.get("activity") or []:
-        ref = _ref(activity.get("reference"))
+        ref = reference_of(activity.get("reference"))
         if not ref or not ref.startswith("Task/"):
             continue
-        task = _read(w, ref)
+        task = read_reference(w, ref)
         if task is None or not _required(task):
             continue
         seen = True
@@ -201,10 +183,10 @@ def _plan_done(w: Writer, plan: dict[str, Any]) -> bool:
 def _follow_plan(w: Writer, task: dict[str, Any]) -> None:
     """Complete the Task's active CarePlan when its required items are all closed."""
     for based_on in task.get("basedOn") or []:
-        ref = _ref(based_on)
+        ref = reference_of(based_on)
         if not ref or not ref.startswith("CarePlan/"):
             continue
-        plan = _read(w, ref)
+        plan = read_reference(w, ref)
         if plan is None or plan.get("status") != "active" or not _plan_done(w, plan):
             continue
         with w.as_system():
@@ -245,8 +227,8 @@ def _record_billing(
     ):
         return
     for based_on in task.get("basedOn") or []:
-        ref = _ref(based_on)
-        plan = _read(w, ref) if ref and ref.startswith("CarePlan/") else None
+        ref = reference_of(based_on)
+        plan = read_reference(w, ref) if ref and ref.startswith("CarePlan/") else None
         facts = _tcm_facts(plan) if plan else None
         if facts is None:
             continue

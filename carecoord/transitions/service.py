@@ -19,9 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
-import orjson
-
-from carecoord.fhir.errors import NotFound
 from carecoord.fhir.store import Writer, new_id
 from carecoord.jobs import JobSpec, enqueue_many
 from carecoord.transitions.assignment import Assigner
@@ -44,6 +41,7 @@ from carecoord.transitions.codes import (
     task_identifier,
 )
 from carecoord.transitions.guard import REQUIRED_EXTENSION, TCM_EXTENSION
+from carecoord.transitions.resources import read_json, reference_of
 from carecoord.transitions.taskflow import OPEN
 from carecoord.transitions.tcm import Complexity, destination_of, suggested_billing_code
 from carecoord.transitions.templates import OrganizationSetup, TemplateSet
@@ -81,20 +79,6 @@ class TransitionResult:
     unchanged: int = 0
     skipped: str | None = None  # why no checklist applies
     items: dict[str, str] = field(default_factory=dict)  # item key -> Task id
-
-
-def _ref(value: Any) -> str | None:
-    ref = value.get("reference") if isinstance(value, dict) else None
-    return ref if isinstance(ref, str) else None
-
-
-def _read(w: Writer, res_type: str, res_id: str) -> dict[str, Any] | None:
-    try:
-        stored = w.read(res_type, res_id)
-    except NotFound:
-        return None
-    data = orjson.loads(stored.content) if stored.content else None
-    return data if isinstance(data, dict) else None
 
 
 def _instant(value: Any) -> datetime | None:
@@ -136,7 +120,7 @@ def _open_orders(w: Writer, encounter_id: str) -> list[dict[str, Any]]:
         [("encounter", f"Encounter/{encounter_id}"), ("status", "active,draft,on-hold")],
         limit=200,
     )
-    return [o for o in (_read(w, "ServiceRequest", i) for i in ids) if o]
+    return [o for o in (read_json(w, "ServiceRequest", i) for i in ids) if o]
 
 
 def _pending_results(w: Writer, encounter_id: str, orders: list[dict[str, Any]]) -> bool:
@@ -182,7 +166,7 @@ def discharge_facts(
     hospitalization = encounter.get("hospitalization") or {}
     disposition = hospitalization.get("dischargeDisposition")
     orders = _open_orders(w, encounter_id)
-    provider = _ref(encounter.get("serviceProvider"))
+    provider = reference_of(encounter.get("serviceProvider"))
     return DischargeFacts(
         encounter_id=encounter_id,
         patient_id=str(patient["id"]),
@@ -203,7 +187,7 @@ def discharge_facts(
 def _find_plan(w: Writer, encounter_id: str) -> tuple[str, dict[str, Any]] | None:
     ids = w.find("CarePlan", [("identifier", f"{CAREPLAN_IDENTIFIER_SYSTEM}|{encounter_id}")])
     for plan_id in ids:
-        plan = _read(w, "CarePlan", plan_id)
+        plan = read_json(w, "CarePlan", plan_id)
         if plan is not None:
             return plan_id, plan
     return None
@@ -213,7 +197,7 @@ def _find_tasks(w: Writer, plan_id: str) -> dict[str, tuple[str, dict[str, Any]]
     """The plan's generated Tasks by item key."""
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     for task_id in w.find("Task", [("based-on", f"CarePlan/{plan_id}")], limit=1000):
-        task = _read(w, "Task", task_id)
+        task = read_json(w, "Task", task_id)
         for ident in (task or {}).get("identifier") or []:
             if task and ident.get("system") == TASK_IDENTIFIER_SYSTEM:
                 found[str(ident.get("value", "")).partition(":")[2]] = (task_id, task)
@@ -235,14 +219,14 @@ def _plan_body(
     addresses = [
         {"reference": ref}
         for ref in (
-            _ref(d.get("condition"))
+            reference_of(d.get("condition"))
             for d in encounter.get("diagnosis") or []
             if isinstance(d, dict)
         )
         if ref and ref.startswith("Condition/")
     ] + [
         {"reference": ref}
-        for ref in (_ref(r) for r in encounter.get("reasonReference") or [])
+        for ref in (reference_of(r) for r in encounter.get("reasonReference") or [])
         if ref and ref.startswith("Condition/")
     ]
     unique = list({a["reference"]: a for a in addresses}.values())
@@ -287,7 +271,7 @@ def _plan_body(
     }
     if unique:
         body["addresses"] = unique
-    provider = _ref(encounter.get("serviceProvider"))
+    provider = reference_of(encounter.get("serviceProvider"))
     if provider:
         body["author"] = {"reference": provider}
     if existing is not None:
@@ -383,7 +367,7 @@ def plan_transition(
 ) -> TransitionResult:
     """Create the checklist of a discharge, or bring an existing one up to date."""
     result = TransitionResult()
-    encounter = _read(w, "Encounter", encounter_id)
+    encounter = read_json(w, "Encounter", encounter_id)
     if encounter is None:
         result.skipped = "encounter not found"
         return result
@@ -393,14 +377,14 @@ def plan_transition(
     if not starts_transition(_class_code(encounter)):
         result.skipped = "encounter class does not start a transition"
         return result
-    patient_ref = _ref(encounter.get("subject")) or ""
-    patient = _read(w, "Patient", patient_ref.partition("/")[2]) if patient_ref else None
+    patient_ref = reference_of(encounter.get("subject")) or ""
+    patient = read_json(w, "Patient", patient_ref.partition("/")[2]) if patient_ref else None
     if patient is None or not patient_ref.startswith("Patient/"):
         result.skipped = "no patient"
         return result
     band = risk(w, encounter_id, now) if risk is not None else None
     facts = discharge_facts(w, encounter, patient, now=now, risk_band=band)
-    provider = _ref(encounter.get("serviceProvider"))
+    provider = reference_of(encounter.get("serviceProvider"))
     setup = templates.for_organization(facts.organization)
     checklist = build_checklist(facts, setup)
     if checklist is None:
