@@ -21,7 +21,7 @@ import orjson
 from authlib.oauth2 import AuthorizationServer  # type: ignore[import-untyped]
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Error, OAuth2Request  # type: ignore[import-untyped]
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant  # type: ignore[import-untyped]
-from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload  # type: ignore[import-untyped]
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload, JsonPayload, JsonRequest  # type: ignore[import-untyped]
 from authlib.oauth2.rfc7636 import CodeChallenge  # type: ignore[import-untyped]
 from joserfc import jwt
 from joserfc.jwk import RSAKey
@@ -139,6 +139,26 @@ class _Req(OAuth2Request):  # type: ignore[misc]
         return self._form
 
 
+class _JsonPayload(JsonPayload):  # type: ignore[misc]
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self._data
+
+
+def _json_request(request: httpx.Request) -> JsonRequest:
+    """A JSON-bodied OAuth request (authlib asks for it on endpoints that take JSON)."""
+    req = JsonRequest(request.method, str(request.url), headers=request.headers)
+    try:
+        body = orjson.loads(request.content) if request.content else {}
+    except orjson.JSONDecodeError:
+        body = {}
+    req.payload = _JsonPayload(body if isinstance(body, dict) else {})
+    return req
+
+
 @dataclass
 class SandboxEhr:
     """The sandbox EHR at ``base`` (FHIR base ``{base}/fhir``) for the app at ``app_base``."""
@@ -202,8 +222,8 @@ class SandboxEhr:
             def create_oauth2_request(self, request: Any) -> OAuth2Request:
                 return request if isinstance(request, OAuth2Request) else _Req(request)
 
-            def create_json_request(self, request: Any) -> Any:
-                raise NotImplementedError
+            def create_json_request(self, request: Any) -> JsonRequest:
+                return _json_request(request)
 
             def handle_response(self, status: int, body: Any, headers: Any) -> httpx.Response:
                 if isinstance(body, dict):
