@@ -14,10 +14,8 @@ from enum import StrEnum
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import select
 
 from carecoord.fhir.store import StoredResource, WriteHook, Writer
-from carecoord.fhir.tables import resource_versions, resources
 from carecoord.jobs import enqueue
 
 __all__ = [
@@ -124,26 +122,6 @@ def job_key(encounter: StoredResource) -> str:
     return f"Encounter/{encounter.res_id}/_history/{encounter.version_id}"
 
 
-def _previous_version(w: Writer, encounter: StoredResource) -> dict[str, Any] | None:
-    if encounter.version_id <= 1:
-        return None
-    w.flush()  # the version before may have been written earlier in this transaction
-    v, r = resource_versions, resources
-    content = w.conn.execute(
-        select(v.c.content)
-        .select_from(v.join(r, r.c.rid == v.c.rid))
-        .where(
-            r.c.res_type == "Encounter",
-            r.c.res_id == encounter.res_id,
-            v.c.version_id == encounter.version_id - 1,
-        )
-    ).scalar_one_or_none()
-    if content is None:
-        return None  # the version before was a deletion
-    data = orjson.loads(content)
-    return data if isinstance(data, dict) else None
-
-
 def note_encounter_event(
     w: Writer,
     *,
@@ -165,7 +143,7 @@ def note_encounter_event(
     if hint is not None:
         kind = hint
     else:
-        kind = classify(_previous_version(w, encounter), current, previous_status)
+        kind = classify(w.previous_version(encounter), current, previous_status)
     status = current.get("status")
     payload: dict[str, Any] = {
         "encounter_id": encounter.res_id,

@@ -252,6 +252,26 @@ class Writer:
         self.flush()
         return [res_id for _, res_id in find_ids(self.conn, query, limit)]
 
+    def previous_version(self, stored: StoredResource) -> dict[str, Any] | None:
+        """The JSON of the version before ``stored`` (None: first version, or a deletion)."""
+        if stored.version_id <= 1:
+            return None
+        self.flush()  # the version before may have been written earlier in this transaction
+        v, r = resource_versions, resources
+        content = self.conn.execute(
+            select(v.c.content)
+            .select_from(v.join(r, r.c.rid == v.c.rid))
+            .where(
+                r.c.res_type == stored.res_type,
+                r.c.res_id == stored.res_id,
+                v.c.version_id == stored.version_id - 1,
+            )
+        ).scalar_one_or_none()
+        if content is None:
+            return None
+        data = orjson.loads(content)
+        return data if isinstance(data, dict) else None
+
     def count(self, res_type: str, params: Sequence[tuple[str, str]]) -> int:
         """How many resources match a search (within the writer's access), counted in SQL."""
         query = self.store.parse(res_type, params, access=self.access)

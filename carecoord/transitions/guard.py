@@ -14,12 +14,10 @@ from datetime import date, datetime
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import select
 
 from carecoord.fhir.access import AccessPolicy
 from carecoord.fhir.errors import BusinessRule
 from carecoord.fhir.store import StoredResource, Writer
-from carecoord.fhir.tables import resource_versions, resources
 from carecoord.transitions.codes import (
     CARE_ROLE_SYSTEM,
     CPT_SYSTEM,
@@ -35,7 +33,6 @@ __all__ = [
     "REQUIRED_EXTENSION",
     "TCM_EXTENSION",
     "actors_for",
-    "previous_content",
     "relative_reference",
     "task_code",
     "task_guard",
@@ -50,27 +47,6 @@ _SUPERVISING: Final = frozenset({CareRole.NURSE_CASE_MANAGER.value, CareRole.SUP
 
 #: Suggests the TCM billing code from (complexity, discharge date, visit date); set by the service.
 BillingRule = Callable[[str, date, date], str | None]
-
-
-def previous_content(w: Writer, stored: StoredResource) -> dict[str, Any] | None:
-    """The version before ``stored`` (None: first version, or the one before was a deletion)."""
-    if stored.version_id <= 1:
-        return None
-    w.flush()  # the version before may have been written earlier in this transaction
-    v, r = resource_versions, resources
-    content = w.conn.execute(
-        select(v.c.content)
-        .select_from(v.join(r, r.c.rid == v.c.rid))
-        .where(
-            r.c.res_type == stored.res_type,
-            r.c.res_id == stored.res_id,
-            v.c.version_id == stored.version_id - 1,
-        )
-    ).scalar_one_or_none()
-    if content is None:
-        return None
-    data = orjson.loads(content)
-    return data if isinstance(data, dict) else None
 
 
 def task_code(task: dict[str, Any]) -> str | None:
@@ -258,7 +234,7 @@ def task_guard(
         if res_type != "Task" or stored.content is None:
             return
         task = orjson.loads(stored.content)
-        before = previous_content(w, stored)
+        before = w.previous_version(stored)
         try:
             if before is None:
                 check_create(task, actors_for(w, w.policy, [task]))
