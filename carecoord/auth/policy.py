@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from carecoord.auth.server import TokenService
-from carecoord.fhir.access import AccessPolicy, Agent
+from carecoord.fhir.access import AccessPolicy, Agent, relative_reference
 from carecoord.fhir.errors import FhirError, Unauthorized
 
 __all__ = ["SessionLike", "SessionSource", "base_of", "request_policy"]
@@ -74,11 +74,12 @@ def _local_ids(
     resources pulled from that EHR live here under ids derived from them (ADR 0011)."""
     if patient:
         patient = _pulled(state, connection, "Patient", patient) or patient
-    if fhir_user:
-        parts = fhir_user.rstrip("/").split("/")
-        if len(parts) >= 2 and parts[-2] in ("Practitioner", "PractitionerRole", "Patient"):
-            found = _pulled(state, connection, parts[-2], parts[-1])
-            fhir_user = f"{parts[-2]}/{found}" if found else f"{parts[-2]}/{parts[-1]}"
+    user = relative_reference(fhir_user) if fhir_user else None
+    if user is not None:
+        res_type, _, res_id = user.partition("/")
+        if res_type in ("Practitioner", "PractitionerRole", "Patient"):
+            found = _pulled(state, connection, res_type, res_id)
+            fhir_user = f"{res_type}/{found or res_id}"
     return patient, fhir_user
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "AccessPolicy",
     "Agent",
     "RowFilter",
+    "relative_reference",
 ]
 
 TENANT_SYSTEM = "https://carecoord.org/fhir/CodeSystem/tenant"
@@ -117,6 +118,17 @@ PATIENT_COMPARTMENT: dict[str, tuple[str, ...]] = {
 RowFilter = Callable[[FromClause], ColumnElement[bool]]
 #: Turns a scope's ``?param=value`` pairs into row conditions (the store's search parser).
 ParamConditions = Callable[[str, Sequence[tuple[str, str]]], list[RowFilter]]
+
+
+def relative_reference(reference: str) -> str | None:
+    """``Type/id`` of a reference that may be absolute or versioned (EHRs send ``fhirUser`` as
+    a full URL); None when it does not end in a type and an id."""
+    parts = reference.rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if len(parts) < 2 or not parts[-2][:1].isupper() or not parts[-1]:
+        return None
+    return f"{parts[-2]}/{parts[-1]}"
 
 
 @dataclass(frozen=True, slots=True)

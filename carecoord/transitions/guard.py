@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import orjson
 
-from carecoord.fhir.access import AccessPolicy
+from carecoord.fhir.access import AccessPolicy, relative_reference
 from carecoord.fhir.errors import BusinessRule
 from carecoord.fhir.store import StoredResource, Writer
 from carecoord.transitions.codes import (
@@ -33,7 +33,6 @@ __all__ = [
     "REQUIRED_EXTENSION",
     "TCM_EXTENSION",
     "actors_for",
-    "relative_reference",
     "task_code",
     "task_guard",
 ]
@@ -56,16 +55,6 @@ def task_code(task: dict[str, Any]) -> str | None:
             code = coding.get("code")
             return code if isinstance(code, str) else None
     return None
-
-
-def relative_reference(reference: str) -> str:
-    """``Type/id`` of a reference that may be absolute (EHRs send ``fhirUser`` as a full URL)."""
-    if "://" not in reference:
-        return reference
-    parts = reference.rstrip("/").split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":
-        parts = parts[:-2]
-    return "/".join(parts[-2:])
 
 
 def _is_user(w: Writer, reference: str | None, user: str) -> bool:
@@ -121,7 +110,7 @@ def actors_for(
     if agent.kind != "user":
         system = any(s.context == "system" for s in policy.scopes)
         return frozenset({Actor.SYSTEM}) if system else frozenset()
-    user = relative_reference(agent.who)
+    user = relative_reference(agent.who) or agent.who
     actors: set[Actor] = set()
     for task in tasks:
         if _is_user(w, reference_of(task.get("owner")), user):

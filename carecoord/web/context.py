@@ -11,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 
 from carecoord.auth.policy import request_policy
-from carecoord.fhir.access import AccessPolicy
+from carecoord.fhir.access import AccessPolicy, relative_reference
 from carecoord.smart.sessions import SESSION_COOKIE
 from carecoord.web.config import WebConfig
 from carecoord.web.security import csrf_token
@@ -31,12 +31,7 @@ class WebState:
 
 def user_reference(fhir_user: str | None) -> str | None:
     """``Type/id`` of a ``fhirUser`` claim (often an absolute URL on the EHR's FHIR base)."""
-    if not fhir_user:
-        return None
-    parts = fhir_user.rstrip("/").split("/")
-    if len(parts) < 2 or not parts[-2][:1].isupper():
-        return None
-    return f"{parts[-2]}/{parts[-1]}"
+    return relative_reference(fhir_user) if fhir_user else None
 
 
 @dataclass(frozen=True)
