@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         default=None,
         description="Folder of the service's private signing keys (JWKS); default: data_dir/keys.",
     )
+    audit_journal_dir: Path | None = Field(
+        default=None,
+        description="Folder of the audit journals (reads are recorded there before they are "
+        "answered, then stored as AuditEvents); default: data_dir/audit-journal. Keep it on a "
+        "local disk that survives restarts.",
+    )
     secret_key: SecretStr | None = Field(
         default=None,
         description="Key that encrypts tokens at rest and signs session cookies; default: a key "
@@ -117,6 +123,10 @@ class Settings(BaseSettings):
     @property
     def effective_keys_dir(self) -> Path:
         return self.keys_dir or self.data_dir / "keys"
+
+    @property
+    def effective_audit_journal_dir(self) -> Path:
+        return self.audit_journal_dir or self.data_dir / "audit-journal"
 
     @property
     def effective_database_url(self) -> str:

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from carecoord.app import create_app
+from carecoord.audit.journal import settle_all
 from carecoord.db import make_engine
 from carecoord.fhir.store import FhirStore
 from carecoord.migrate import upgrade
@@ -59,6 +60,7 @@ def migrated_engine(database_url: str) -> Iterator[Engine]:
 @pytest.fixture
 def engine(migrated_engine: Engine) -> Engine:
     """The session's engine with every table emptied."""
+    settle_all()  # audit journals of earlier tests' apps store nothing into this test's data
     tables = _TABLES.get(id(migrated_engine))
     if tables is None:
         names = inspect(migrated_engine).get_table_names()

@@ -1,13 +1,13 @@
 """Audit of access to patient data: one AuditEvent per interaction (IHE Basic Audit Log Patterns).
 
-Writes are audited in the same transaction as the change. Reads and searches are audited by a
-group-commit writer (:class:`AuditWriter`): the request waits until its events are committed, and
-fails if they cannot be, while many requests share one commit.
+Writes are audited in the same transaction as the change. Reads, searches and refusals are
+recorded in the audit journal (:class:`AuditJournal`) before they are answered, and refused if they
+cannot be; the journal is stored as AuditEvents in large batches behind them.
 """
 
 from __future__ import annotations
 
 from carecoord.audit.events import audit_event, patients_in
-from carecoord.audit.writer import AuditWriter
+from carecoord.audit.journal import AuditJournal
 
-__all__ = ["AuditWriter", "audit_event", "patients_in"]
+__all__ = ["AuditJournal", "audit_event", "patients_in"]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from carecoord.audit.events import audit_event, audit_index, patients_in
-from carecoord.audit.writer import AuditWriter
+from carecoord.audit.journal import AuditJournal, JournalError
 from carecoord.fhir.access import PATIENT_COMPARTMENT, AccessPolicy, Agent
 from carecoord.fhir.errors import Unavailable
 from carecoord.fhir.store import StoredResource, Writer
@@ -30,10 +30,20 @@ def _unaudited() -> Unavailable:
 
 
 class RestAudit:
-    """Builds and writes the AuditEvents of REST interactions on patient data."""
+    """Builds and writes the AuditEvents of REST interactions on patient data.
 
-    def __init__(self, writer: AuditWriter) -> None:
-        self.writer = writer
+    Changes are audited inside their own transaction. Reads, searches and refusals go to the
+    audit journal (:mod:`carecoord.audit.journal`) before they are answered.
+    """
+
+    def __init__(self, journal: AuditJournal) -> None:
+        self.journal = journal
+
+    def _record(self, event: dict[str, Any]) -> None:
+        try:
+            self.journal.append([event])
+        except JournalError as exc:
+            raise _unaudited() from exc
 
     @staticmethod
     def _now() -> str:
@@ -105,13 +115,10 @@ class RestAudit:
         query: str | None = None,
         always: bool = False,
     ) -> None:
-        """Audit a read or search; returns once the event is committed (raises if it cannot be)."""
+        """Audit a read or search before it is answered (raises if it cannot be)."""
         event = self._event(policy, request_id, interaction, rows, query=query, always=always)
         if event is not None:
-            try:
-                await self.writer.record([event])
-            except Exception as exc:
-                raise _unaudited() from exc
+            self._record(event)
 
     def on_read_sync(
         self,
@@ -125,10 +132,7 @@ class RestAudit:
     ) -> None:
         event = self._event(policy, request_id, interaction, rows, query=query, always=always)
         if event is not None:
-            try:
-                self.writer.record_sync([event])
-            except Exception as exc:
-                raise _unaudited() from exc
+            self._record(event)
 
     async def on_denied(
         self,
@@ -153,7 +157,4 @@ class RestAudit:
             outcome="4",
             outcome_desc=reason,
         )
-        try:
-            await self.writer.record([event])
-        except Exception as exc:
-            raise _unaudited() from exc
+        self._record(event)

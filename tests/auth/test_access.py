@@ -385,13 +385,14 @@ def test_no_token_or_patient_name_in_logs(
 def test_a_read_fails_when_its_audit_cannot_be_written(
     patient_a: TestClient, app_and_admin: tuple[Any, TestClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app, _ = app_and_admin
-    store = app.state.audit.writer.store
+    import errno
 
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("the audit table is unavailable")
+    from carecoord.audit import journal as journal_module
 
-    monkeypatch.setattr(store, "write", broken)
+    def disk_full(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal_module.os, "write", disk_full)
     r = patient_a.get("/fhir/Observation/obs-pa")
     assert r.status_code == 503
     assert r.json()["resourceType"] == "OperationOutcome"

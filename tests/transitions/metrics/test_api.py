@@ -87,7 +87,7 @@ def _audits(store: FhirStore, query: str) -> int:
     return sum(1 for _, _, c in page.matches if encoded in c)
 
 
-def test_metrics_json_by_facility(admin: TestClient, loaded: FhirStore) -> None:
+def test_metrics_json_by_facility(app: Any, admin: TestClient) -> None:
     r = admin.get("/api/metrics/transitions", params={**RANGE, "by": "facility"})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -101,7 +101,7 @@ def test_metrics_json_by_facility(admin: TestClient, loaded: FhirStore) -> None:
     # Stored RiskAssessments choose the band (r1 and d4 were scored from their FHIR data).
     bands = admin.get("/api/metrics/transitions", params={**RANGE, "by": "risk_band"}).json()
     assert sum(g["discharges"] for g in bands["groups"] if g["risk_band"] != "unscored") == 4
-    assert _audits(loaded, "metrics/transitions") >= 1
+    assert _audits(app.state.store, "metrics/transitions") >= 1
 
 
 def test_metrics_csv(admin: TestClient) -> None:
@@ -160,9 +160,7 @@ def test_readmissions_list(admin: TestClient) -> None:
     assert bad.status_code == 400
 
 
-def test_a_patient_scoped_session_sees_only_its_patient(
-    app: Any, admin: TestClient, loaded: FhirStore
-) -> None:
+def test_a_patient_scoped_session_sees_only_its_patient(app: Any, admin: TestClient) -> None:
     own = _patient_client(app, "p1")
     other = _patient_client(app, "p2")
     assert own.get("/api/patients/p1/readmission-risk").status_code == 200
@@ -173,8 +171,9 @@ def test_a_patient_scoped_session_sees_only_its_patient(
     assert mine["total"]["discharges"] == 2  # d1 and r1 only
     theirs = other.get("/api/metrics/transitions", params=RANGE).json()
     assert theirs["total"]["discharges"] == 1
-    assert _audits(loaded, "readmission-risk") >= 1
-    page = loaded.search(loaded.parse("AuditEvent", [("outcome", "4"), ("_count", "50")]))
+    store = app.state.store  # the app's store: its AuditEvent searches see the audit journal
+    assert _audits(store, "readmission-risk") >= 1
+    page = store.search(store.parse("AuditEvent", [("outcome", "4"), ("_count", "50")]))
     assert any(b"Patient/p1" in c for _, _, c in page.matches)  # the refused read is audited
 
 
