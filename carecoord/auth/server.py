@@ -36,6 +36,7 @@ ASSERTION_ALGS = ["RS384", "ES384"]
 MAX_ASSERTION_LIFETIME = 300  # seconds: SMART backend services, exp at most 5 minutes ahead
 _LEEWAY = 30
 _JWKS_TTL = 300.0
+_VERIFIED_MAX = 10_000  # remembered tokens; the memo starts afresh past this
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,8 @@ class TokenService:
         self._http = http or httpx.Client(timeout=5.0, follow_redirects=False)
         self._jwks: dict[str, tuple[float, KeySet]] = {}
         self._lock = threading.Lock()
+        #: Tokens whose signature was checked already; a hit still checks the expiry.
+        self._verified: dict[str, ApiToken] = {}
 
     # -- issuing -----------------------------------------------------------------------------
 
@@ -197,7 +200,26 @@ class TokenService:
     # -- verifying ---------------------------------------------------------------------------
 
     def verify(self, token: str) -> ApiToken | None:
-        """The token's grant, or None if it is not a valid, current token of this service."""
+        """The token's grant, or None if it is not a valid, current token of this service.
+
+        A token checked once is remembered (signature checks are the costly part); verification
+        needs no database, so the remembered answer is the one a new check would give until the
+        token expires.
+        """
+        known = self._verified.get(token)
+        if known is not None:
+            if known.expires_at > time.time():
+                return known
+            self._verified.pop(token, None)
+            return None
+        grant = self._verify(token)
+        if grant is not None:
+            if len(self._verified) >= _VERIFIED_MAX:
+                self._verified.clear()
+            self._verified[token] = grant
+        return grant
+
+    def _verify(self, token: str) -> ApiToken | None:
         try:
             decoded = jwt.decode(token, self._key, algorithms=["HS256"])
         except (JoseError, ValueError):
