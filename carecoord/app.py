@@ -19,8 +19,8 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carecoord import __version__
+from carecoord.audit.journal import AuditJournal, journal_directory
 from carecoord.audit.rest import RestAudit
-from carecoord.audit.writer import AuditWriter
 from carecoord.auth.routes import router as auth_router
 from carecoord.auth.server import TokenService
 from carecoord.cases import handlers as case_handlers
@@ -31,7 +31,8 @@ from carecoord.db import make_engine
 from carecoord.events.runtime import install as install_events
 from carecoord.fhir.aread import AsyncReader
 from carecoord.fhir.capability import capability_statement
-from carecoord.fhir.errors import FhirError, Issue, operation_outcome
+from carecoord.fhir.errors import FhirError, Issue, fhir_error_response, operation_outcome
+from carecoord.fhir.fastpath import FastReads
 from carecoord.fhir.router import FHIR_JSON, router
 from carecoord.fhir.store import Clock, FhirStore
 from carecoord.fhir.types import COORDINATED_TYPES
@@ -125,7 +126,13 @@ def create_app(
     if clock is not None:
         store_args["clock"] = clock
     store = FhirStore(engine, **store_args)
-    audit_writer = AuditWriter(store)
+    journal = AuditJournal(
+        store,
+        journal_directory(
+            settings.effective_audit_journal_dir, engine.url.render_as_string(hide_password=True)
+        ),
+    )
+    store.settle_audit = journal.settle
     async_reader = (
         AsyncReader(
             engine.url.render_as_string(hide_password=False), max_size=settings.db_pool_size
@@ -137,10 +144,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         warm_models(COORDINATED_TYPES)
+        journal.start()  # also stores the journals that ended processes left behind
         yield
         if async_reader is not None:
             await async_reader.close()
-        audit_writer.close()
+        journal.close()
         if own_engine:
             engine.dispose()
 
@@ -159,9 +167,10 @@ def create_app(
     app.state.tokens = TokenService(
         engine, load_secret_key(settings), ttl=settings.access_token_ttl_seconds
     )
-    app.state.audit = RestAudit(audit_writer)
+    app.state.audit = RestAudit(journal)
     app.state.async_reader = async_reader
     app.state.session_source = None  # set by the SMART launch module when it is installed
+    app.add_middleware(FastReads)  # innermost: reads by id, unrouted
     app.include_router(auth_router)  # before /fhir/{type}: it serves /fhir/.well-known/...
     install_events(app, settings, engine)  # $process-message ahead of /fhir/{type}; Encounter jobs
     app.include_router(router)
@@ -188,9 +197,7 @@ def create_app(
 
     @app.exception_handler(FhirError)
     async def fhir_error(_: Request, exc: FhirError) -> Response:
-        return Response(
-            exc.outcome(), status_code=exc.status, headers=exc.headers, media_type=FHIR_JSON
-        )
+        return fhir_error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -24,8 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
+from starlette.responses import Response
 
 __all__ = [
+    "FHIR_JSON",
     "BusinessRule",
     "Conflict",
     "FhirError",
@@ -43,8 +45,12 @@ __all__ = [
     "UnknownParameter",
     "UnknownType",
     "UnsupportedMediaType",
+    "fhir_error_response",
     "operation_outcome",
 ]
+
+#: The media type of every FHIR answer.
+FHIR_JSON = "application/fhir+json; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -193,4 +199,11 @@ class Unavailable(FhirError):
 def operation_outcome(issues: list[Issue]) -> bytes:
     return orjson.dumps(
         {"resourceType": "OperationOutcome", "issue": [issue.to_json() for issue in issues]}
+    )
+
+
+def fhir_error_response(exc: FhirError) -> Response:
+    """The HTTP answer to ``exc``: its OperationOutcome, status and headers."""
+    return Response(
+        exc.outcome(), status_code=exc.status, headers=exc.headers, media_type=FHIR_JSON
     )

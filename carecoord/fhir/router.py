@@ -20,6 +20,7 @@ from carecoord.fhir.access import AccessPolicy
 from carecoord.fhir.aread import AsyncReader
 from carecoord.fhir.bundles import EntryOutcome, parse_etag, process_batch, process_transaction
 from carecoord.fhir.errors import (
+    FHIR_JSON,
     Forbidden,
     InvalidRequest,
     NotAcceptable,
@@ -37,7 +38,6 @@ __all__ = ["FHIR_JSON", "router"]
 #: Searches of these types are audited even when they find nothing (the query names a patient).
 _PATIENT_TYPES = frozenset({"Patient"})
 
-FHIR_JSON = "application/fhir+json; charset=utf-8"
 _JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 _JSON_FORMATS = ("json", *_JSON_TYPES)
 

@@ -15,6 +15,7 @@ concurrent identical requests make one resource.
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import Connection, Engine, and_, false, func, or_, select
+from starlette.concurrency import run_in_threadpool
 
 from carecoord.db import (
     RetryableConflict,
@@ -43,6 +45,7 @@ from carecoord.fhir.errors import (
     MethodNotAllowed,
     NotFound,
     PreconditionFailed,
+    Unavailable,
 )
 from carecoord.fhir.search import (
     Access,
@@ -621,6 +624,16 @@ class FhirStore:
         #: A point read on SQLite (WAL) takes microseconds and never waits for a writer, so the
         #: API runs it on the event loop; on PostgreSQL it is a network round trip (threadpool).
         self.inline_reads = engine.dialect.name == "sqlite"
+        #: SQLite: each thread keeps one driver connection of its own for point reads (in
+        #: autocommit; a SELECT's snapshot ends with its cursor), instead of a pool checkout.
+        self._point_reads: threading.local | None = (
+            threading.local()
+            if self.inline_reads and engine.url.database not in (None, "", ":memory:")
+            else None
+        )
+        #: Waits until the AuditEvents of recent accesses are stored (the audit journal's
+        #: ``settle``); every read and search of AuditEvents calls it first.
+        self.settle_audit: Callable[[], bool] | None = None
         #: SQLite: concurrent writes share transactions (group commit); None on PostgreSQL.
         self._committer = group_committer(engine) if group_commit else None
 
@@ -739,26 +752,49 @@ class FhirStore:
 
     # -- reads -----------------------------------------------------------------------------------
 
+    def _settled(self, res_type: str | None) -> None:
+        """Before AuditEvents are read: every access made so far is among them."""
+        settle = self.settle_audit
+        if res_type in (None, "AuditEvent") and settle is not None and not settle():
+            raise Unavailable("The audit trail is still being written; try again shortly")
+
     def read(
         self, res_type: str, res_id: str, *, policy: AccessPolicy | None = None
     ) -> StoredResource:
+        self._settled(res_type)
         row = self._fetch_one(self._sql.read, (res_type, res_id))
         self._check_read(policy, res_type, res_id, row)
         return _read_row(self._sql, res_type, res_id, row)
 
     async def aread(self, res_type: str, res_id: str, reader: AsyncReader) -> StoredResource:
         """``read`` on the event loop (PostgreSQL), for callers whose policy limits nothing."""
+        if res_type == "AuditEvent":
+            return await run_in_threadpool(self.read, res_type, res_id)
         row = await reader.fetch_one(self._sql.read, (res_type, res_id))
         return _read_row(self._sql, res_type, res_id, row)
 
     async def avread(
         self, res_type: str, res_id: str, version: int, reader: AsyncReader
     ) -> StoredResource:
+        if res_type == "AuditEvent":
+            return await run_in_threadpool(self.vread, res_type, res_id, version)
         row = await reader.fetch_one(self._sql.vread, (res_type, res_id, version))
         return self._vread_row(res_type, res_id, version, row)
 
     def _fetch_one(self, sql: str, params: tuple[Any, ...]) -> Any:
-        """One row from a pooled driver connection, outside SQLAlchemy's statement layer."""
+        """One row from a driver connection, outside SQLAlchemy's statement layer."""
+        local = self._point_reads
+        if local is not None:
+            conn: Any = getattr(local, "conn", None)
+            if conn is None:
+                raw = self.engine.raw_connection()
+                conn = local.conn = raw.driver_connection
+                raw.detach()  # this thread's own, for as long as the store lives
+            cur = conn.execute(sql, params)
+            try:
+                return cur.fetchone()
+            finally:
+                cur.close()
         raw = self.engine.raw_connection()
         try:
             cur = raw.driver_connection.execute(sql, params)  # type: ignore[union-attr]
@@ -772,6 +808,7 @@ class FhirStore:
     def vread(
         self, res_type: str, res_id: str, version: int, *, policy: AccessPolicy | None = None
     ) -> StoredResource:
+        self._settled(res_type)
         self._check_read(policy, res_type, res_id, True)
         row = self._fetch_one(self._sql.vread, (res_type, res_id, version))
         return self._vread_row(res_type, res_id, version, row)
@@ -807,6 +844,10 @@ class FhirStore:
         )
 
     def search(self, query: SearchQuery) -> SearchPage:
+        if query.res_type == "AuditEvent" or any(
+            spec.source_type == "AuditEvent" for spec in query.revincludes
+        ):
+            self._settled("AuditEvent")
         with read_connection(self.engine) as conn:
             return run_search(conn, query, max_include=self.max_include)
 
@@ -821,6 +862,7 @@ class FhirStore:
         policy: AccessPolicy | None = None,
     ) -> HistoryPage:
         """Versions newest first: of one resource, one type, or everything."""
+        self._settled(res_type)
         access = self.access(policy)
         v = resource_versions
         limit = min(count if count is not None else self.default_count, self.max_count)
