@@ -32,7 +32,7 @@ from carecoord.events.runtime import install as install_events
 from carecoord.fhir.aread import AsyncReader
 from carecoord.fhir.capability import capability_statement
 from carecoord.fhir.errors import FhirError, Issue, fhir_error_response, operation_outcome
-from carecoord.fhir.fastpath import FastReads
+from carecoord.fhir.fastpath import FastPaths
 from carecoord.fhir.router import FHIR_JSON, router
 from carecoord.fhir.store import Clock, FhirStore
 from carecoord.fhir.types import COORDINATED_TYPES
@@ -170,7 +170,7 @@ def create_app(
     app.state.audit = RestAudit(journal)
     app.state.async_reader = async_reader
     app.state.session_source = None  # set by the SMART launch module when it is installed
-    app.add_middleware(FastReads)  # innermost: reads by id, unrouted
+    app.add_middleware(FastPaths)  # innermost: plain reads and writes, unrouted
     app.include_router(auth_router)  # before /fhir/{type}: it serves /fhir/.well-known/...
     install_events(app, settings, engine)  # $process-message ahead of /fhir/{type}; Encounter jobs
     app.include_router(router)

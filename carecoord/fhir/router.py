@@ -65,7 +65,7 @@ def _request_id(request: Request) -> str | None:
     return rid
 
 
-def _written(
+async def _written(
     request: Request,
     store: FhirStore,
     policy: AccessPolicy | None,
@@ -81,7 +81,7 @@ def _written(
         audit.on_write(w, policy, request_id, done, result.resource)
         return result
 
-    return store.write(work, policy=policy)
+    return await store.awrite(work, policy=policy)
 
 
 def _bundle_audit(
@@ -97,11 +97,25 @@ def _bundle_audit(
     return hook
 
 
+#: Base URLs already worked out from a request's scheme, host and root path (bounded: the
+#: Host header comes from the client).
+_BASES: dict[tuple[Any, ...], str] = {}
+
+
 def base_url(request: Request) -> str:
     configured: str | None = request.app.state.settings.base_url
     if configured:
         return configured.rstrip("/")
-    return str(request.base_url).rstrip("/") + "/fhir"
+    scope = request.scope
+    host = next((value for name, value in scope["headers"] if name == b"host"), None)
+    server = scope.get("server")
+    key = (scope.get("scheme"), host, tuple(server) if server else None, scope.get("root_path"))
+    found = _BASES.get(key)
+    if found is None:
+        found = str(request.base_url).rstrip("/") + "/fhir"
+        if len(_BASES) < 256:
+            _BASES[key] = found
+    return found
 
 
 def _check_format(request: Request) -> None:
@@ -170,10 +184,22 @@ def _write_response(result: WriteResult, request: Request) -> Response:
     )
 
 
-def _body_resource(body: bytes, request: Request, res_type: str) -> dict[str, Any]:
-    data = parse_json(body, max_depth=request.app.state.settings.max_json_depth)
+#: Bodies up to this size are parsed and validated on the event loop (tens of microseconds);
+#: larger ones in the threadpool, so that one big resource does not hold up other requests.
+_INLINE_BODY = 64 * 1024
+
+
+def _validated(body: bytes, max_depth: int, res_type: str) -> dict[str, Any]:
+    data = parse_json(body, max_depth=max_depth)
     _, resource = validate_resource(data, expected_type=res_type)
     return resource
+
+
+async def _body_resource(body: bytes, request: Request, res_type: str) -> dict[str, Any]:
+    max_depth: int = request.app.state.settings.max_json_depth
+    if len(body) <= _INLINE_BODY:
+        return _validated(body, max_depth, res_type)
+    return await run_in_threadpool(_validated, body, max_depth, res_type)
 
 
 def _query_pairs(request: Request) -> list[tuple[str, str]]:
@@ -270,17 +296,17 @@ def search_post(
 
 
 @router.post("/{res_type}")
-def create(
+async def create(
     res_type: str, request: Request, store: StoreDep, policy: PolicyDep, body: BodyDep
 ) -> Response:
     check_type(res_type)
-    resource = _body_resource(body, request, res_type)
+    resource = await _body_resource(body, request, res_type)
     resource.pop("id", None)  # the server assigns ids on create
     condition = request.headers.get("if-none-exist")
     if_none_exist = parse_qsl(condition.lstrip("?"), keep_blank_values=True) if condition else None
     if condition is not None and not if_none_exist:
         raise InvalidRequest("If-None-Exist must carry search parameters")
-    result = _written(
+    result = await _written(
         request,
         store,
         policy,
@@ -291,16 +317,16 @@ def create(
 
 
 @router.put("/{res_type}")
-def conditional_update(
+async def conditional_update(
     res_type: str, request: Request, store: StoreDep, policy: PolicyDep, body: BodyDep
 ) -> Response:
     check_type(res_type)
     params = _query_pairs(request)
     if not params:
         raise InvalidRequest("PUT on a type needs search parameters (conditional update)")
-    resource = _body_resource(body, request, res_type)
+    resource = await _body_resource(body, request, res_type)
     if_match = _if_match(request)
-    result = _written(
+    result = await _written(
         request,
         store,
         policy,
@@ -385,7 +411,7 @@ def _if_match(request: Request) -> int | None:
 
 
 @router.put("/{res_type}/{res_id}")
-def update(
+async def update(
     res_type: str,
     res_id: str,
     request: Request,
@@ -394,14 +420,14 @@ def update(
     body: BodyDep,
 ) -> Response:
     check_type(res_type)
-    resource = _body_resource(body, request, res_type)
+    resource = await _body_resource(body, request, res_type)
     body_id = resource.get("id")
     if body_id is None:
         raise InvalidRequest(f"The resource must carry id {res_id!r} to match the URL")
     if body_id != res_id:
         raise InvalidRequest(f"Resource id {body_id!r} does not match the URL id {res_id!r}")
     if_match = _if_match(request)
-    result = _written(
+    result = await _written(
         request,
         store,
         policy,
@@ -412,7 +438,7 @@ def update(
 
 
 @router.delete("/{res_type}/{res_id}")
-def delete(
+async def delete(
     res_type: str, res_id: str, request: Request, store: StoreDep, policy: PolicyDep
 ) -> Response:
     check_type(res_type)
@@ -423,7 +449,7 @@ def delete(
         audit.on_write(w, policy, request_id, "delete", None, target=(res_type, res_id))
         return result
 
-    result = store.write(work, policy=policy)
+    result = await store.awrite(work, policy=policy)
     return Response(status_code=204, headers={"ETag": result.resource.etag})
 
 

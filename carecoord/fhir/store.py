@@ -14,6 +14,7 @@ concurrent identical requests make one resource.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import uuid
@@ -695,16 +696,31 @@ class FhirStore:
 
     def write(self, work: Callable[[Writer], T], *, policy: AccessPolicy | None = None) -> T:
         """Run ``work`` with a Writer in one transaction, retried whole on conflicts."""
+        unit = self._unit(work, policy)
+        if self._committer is not None:
+            return self._committer.run(unit)
+        return run_write(self.engine, unit, retries=self.retries)
 
+    async def awrite(
+        self, work: Callable[[Writer], T], *, policy: AccessPolicy | None = None
+    ) -> T:
+        """:meth:`write` from the event loop: SQLite hands the unit to the group-commit thread
+        and awaits it (no threadpool thread waits in between); PostgreSQL runs it in the
+        threadpool."""
+        if self._committer is None:
+            return await run_in_threadpool(self.write, work, policy=policy)
+        return await asyncio.wrap_future(self._committer.submit(self._unit(work, policy)))
+
+    def _unit(
+        self, work: Callable[[Writer], T], policy: AccessPolicy | None
+    ) -> Callable[[Connection], T]:
         def unit(conn: Connection) -> T:
             writer = Writer(self, conn, policy)
             result = work(writer)
             writer.flush()
             return result
 
-        if self._committer is not None:
-            return self._committer.run(unit)
-        return run_write(self.engine, unit, retries=self.retries)
+        return unit
 
     def create(
         self,
