@@ -45,6 +45,14 @@ class Dialect:
             "INSERT INTO resources (res_type, res_id, version_id, last_updated, deleted, content) "
             f"VALUES ({mark}, {mark}, 1, {mark}, {mark}, {content_in}) RETURNING rid"
         )
+        self.insert_resource_with_rid = (
+            "INSERT INTO resources (rid, res_type, res_id, version_id, last_updated, deleted, "
+            f"content) VALUES ({mark}, {mark}, {mark}, 1, {mark}, {mark}, {content_in})"
+        )
+        self.next_rids = (
+            "SELECT nextval(pg_get_serial_sequence('resources', 'rid')) "
+            f"FROM generate_series(1, {mark})"
+        )
         self.update_resource = (
             f"UPDATE resources SET version_id = {mark}, last_updated = {mark}, deleted = {mark}, "
             f"content = {content_in} WHERE rid = {mark}"

@@ -186,7 +186,7 @@ class Writer:
         self, store: FhirStore, conn: Connection, policy: AccessPolicy | None = None
     ) -> None:
         self.store = store
-        self.conn = conn
+        self._conn = conn
         self.policy = policy
         self.access = store.access(policy)
         #: True while the service acts on its own behalf (see :meth:`as_system`).
@@ -198,8 +198,19 @@ class Writer:
         self._sql = dialect_sql(self._pg)
         self._db: Any = conn.connection.driver_connection
         self._versions: list[tuple[Any, ...]] = []
+        #: PostgreSQL: resource-row statements held back until the next flush (each would be a
+        #: round trip), run in order with ``executemany`` (one pipeline); rids come from the
+        #: sequence in blocks.
+        self._deferred: list[tuple[str, tuple[Any, ...]]] = []
+        self._rids: list[int] = []
         self._last_rid = 0
         self._index: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in KINDS}
+
+    @property
+    def conn(self) -> Connection:
+        """The transaction's connection, with everything written so far flushed to it."""
+        self.flush()
+        return self._conn
 
     @contextmanager
     def as_system(self) -> Iterator[Writer]:
@@ -213,6 +224,8 @@ class Writer:
             self.access, self.internal = access, internal
 
     def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
+        if self._deferred:
+            self._run_deferred()
         cur = self._db.execute(sql, params)
         try:
             return cur.fetchone()
@@ -220,7 +233,9 @@ class Writer:
             cur.close()
 
     def flush(self) -> None:
-        """Write buffered version and index rows."""
+        """Write held-back resource rows, then buffered version and index rows."""
+        if self._deferred:
+            self._run_deferred()
         if self._versions:
             cur = self._db.cursor()
             cur.executemany(self._sql.insert_version, self._versions)
@@ -450,6 +465,8 @@ class Writer:
 
     def types_with_id(self, res_id: str) -> list[str]:
         """Types that have a live resource with this id (to resolve a bare ``urn:uuid``)."""
+        if self._deferred:
+            self._run_deferred()
         cur = self._db.execute(self._sql.types_with_id, (res_id, False))
         try:
             return [row[0] for row in cur.fetchall()]
@@ -519,7 +536,39 @@ class Writer:
         self.on_written(self, res_type, stored, status if isinstance(status, str) else None)
 
     def _one_write(self, sql: str, params: tuple[Any, ...]) -> None:
+        if self._pg:
+            self._deferred.append((sql, params))
+            return
         self._db.execute(sql, params).close()
+
+    def _run_deferred(self) -> None:
+        """Run the held-back statements in order, consecutive ones of a kind as one batch."""
+        pending, self._deferred = self._deferred, []
+        start = 0
+        try:
+            while start < len(pending):
+                sql = pending[start][0]
+                end = start + 1
+                while end < len(pending) and pending[end][0] is sql:
+                    end += 1
+                cur = self._db.cursor()
+                cur.executemany(sql, [params for _, params in pending[start:end]])
+                cur.close()
+                start = end
+        except Exception as exc:
+            if _is_unique_violation(exc):
+                # Another writer created one of these ids first: run the whole unit again.
+                raise RetryableConflict("a resource was created concurrently") from exc
+            raise
+
+    def _next_rid(self) -> int:
+        """PostgreSQL: a row id from the sequence, fetched in blocks of up to 64."""
+        if not self._rids:
+            size = 8 if self._last_rid == 0 else 64
+            cur = self._db.execute(self._sql.next_rids, (size,))
+            self._rids = [row[0] for row in cur.fetchall()][::-1]
+            cur.close()
+        return self._rids.pop()
 
     def _exists(self, res_type: str, res_id: str) -> bool:
         return self._one(self._sql.exists, (res_type, res_id)) is not None
@@ -533,17 +582,28 @@ class Writer:
         index: IndexRows | None = None,
     ) -> StoredResource:
         content = _with_meta(res_type, res_id, resource, 1, self.now)
-        try:
-            row = self._one(
-                self._sql.insert_resource,
-                (res_type, res_id, self.now, False, self._sql.content_param(content)),
+        if self._pg:
+            rid = self._next_rid()
+            self._deferred.append(
+                (
+                    self._sql.insert_resource_with_rid,
+                    (rid, res_type, res_id, self.now, False, self._sql.content_param(content)),
+                )
             )
-        except Exception as exc:
-            if _is_unique_violation(exc):
-                # Another writer created the same id first: run the whole unit again.
-                raise RetryableConflict(f"{res_type}/{res_id} was created concurrently") from exc
-            raise
-        rid = row[0]
+        else:
+            try:
+                row = self._one(
+                    self._sql.insert_resource,
+                    (res_type, res_id, self.now, False, self._sql.content_param(content)),
+                )
+            except Exception as exc:
+                if _is_unique_violation(exc):
+                    # Another writer created the same id first: run the whole unit again.
+                    raise RetryableConflict(
+                        f"{res_type}/{res_id} was created concurrently"
+                    ) from exc
+                raise
+            rid = row[0]
         self._last_rid = rid
         self._version_row(rid, res_type, res_id, 1, method, content)
         self._index_rows(rid, res_type, content, index)
@@ -701,9 +761,7 @@ class FhirStore:
             return self._committer.run(unit)
         return run_write(self.engine, unit, retries=self.retries)
 
-    async def awrite(
-        self, work: Callable[[Writer], T], *, policy: AccessPolicy | None = None
-    ) -> T:
+    async def awrite(self, work: Callable[[Writer], T], *, policy: AccessPolicy | None = None) -> T:
         """:meth:`write` from the event loop: SQLite hands the unit to the group-commit thread
         and awaits it (no threadpool thread waits in between); PostgreSQL runs it in the
         threadpool."""
