@@ -36,6 +36,7 @@ from carecoord.fhir.errors import InvalidRequest, PreconditionFailed
 from carecoord.fhir.store import Clock, FhirStore, StoredResource, WriteHook, Writer
 from carecoord.fhir.validation import validate_resource
 from carecoord.fhir.values import format_instant
+from carecoord.sync.upsert import lock_key
 from integrations.hl7v2 import (
     AdtMessage,
     FeedConfig,
@@ -83,19 +84,18 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _lock_key(res_type: str, params: list[tuple[str, str]]) -> str:
-    # The same key the store's conditional update locks, so both kinds of writer serialise.
-    return res_type + "?" + "&".join(f"{k}={v}" for k, v in sorted(params))
-
-
 def _upsert(
     w: Writer,
     res_type: str,
     params: list[tuple[str, str]],
     build: Callable[[dict[str, Any] | None], dict[str, Any] | None],
 ) -> str | None:
-    """Conditional update on an identifier, merging into the stored resource; returns its id."""
-    w.lock(_lock_key(res_type, params))
+    """Conditional update on an identifier, merging into the stored resource; returns its id.
+
+    The lock key is the store's conditional-update key, which the sync engine takes too before
+    it looks for a resource to adopt by identifier: an ADT message and the first copy of the
+    same stay from the EHR serialise, and the later of the two finds the other's resource."""
+    w.lock(lock_key(res_type, params))
     found = w.find(res_type, params)
     if len(found) > 1:
         raise PreconditionFailed(f"Several {res_type} resources have the message's identifier")

@@ -164,20 +164,36 @@ def note_encounter_event(
     )
 
 
+def _meta_source(stored: StoredResource) -> str | None:
+    body = orjson.loads(stored.content) if stored.content is not None else None
+    meta = body.get("meta") if isinstance(body, dict) else None
+    source = meta.get("source") if isinstance(meta, dict) else None
+    return source if isinstance(source, str) else None
+
+
 def encounter_hook(
     *,
     source: str,
     request_id: str | None = None,
     hint: EncounterEvent | None = None,
     hints: Mapping[str, EncounterEvent] | None = None,
+    source_hints: Mapping[str, EncounterEvent] | None = None,
     also: WriteHook | None = None,
 ) -> WriteHook:
     """A write hook that notes the Encounter events of one intake from ``source``.
 
-    ``hint`` is the declared event of every Encounter written, ``hints`` that of some by id;
-    ``also`` runs first for every write (e.g. auditing).
+    ``hint`` is the declared event of every Encounter written, ``hints`` that of some by id and
+    ``source_hints`` by ``meta.source`` (EHR resources, whose local id the identity map picks:
+    an adopted one keeps the id it had); ``also`` runs first for every write (e.g. auditing).
     """
     declared = dict(hints or {})
+    by_source = dict(source_hints or {})
+
+    def declared_for(stored: StoredResource) -> EncounterEvent | None:
+        found = declared.get(stored.res_id)
+        if found is None and by_source:
+            found = by_source.get(_meta_source(stored) or "")
+        return found if found is not None else hint
 
     def hook(w: Writer, res_type: str, stored: StoredResource, previous: str | None) -> None:
         if also is not None:
@@ -189,7 +205,7 @@ def encounter_hook(
                 encounter=stored,
                 previous_status=previous,
                 request_id=request_id,
-                hint=declared.get(stored.res_id, hint),
+                hint=declared_for(stored),
             )
 
     return hook

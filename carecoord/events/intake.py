@@ -5,8 +5,9 @@ An intake path (subscription notification, Da Vinci message) parses its payload 
 caller's access policy: a replay (same source and key, already processed) returns at once; the
 carried resources are upserted by id (an unchanged one makes no version) — or, when the plan
 names the EHR connection they came from (``origin``), through the sync identity map
-(:func:`~carecoord.sync.upsert.upsert_from_source`, ADR 0021), with ``sync.fetch`` jobs for the
-Patients and Encounters they refer to that are not known yet — each Encounter write
+(:func:`~carecoord.sync.upsert.upsert_from_source`, ADR 0021: a Patient or Encounter new to the
+map adopts the local one an ADT message created with its identifier), with ``sync.fetch`` jobs
+for the Patients and Encounters they refer to that are not known yet — each Encounter write
 notes its event (:mod:`carecoord.events.encounters`), each change is audited, ``sync.fetch`` jobs
 are enqueued for resources only referenced, and the event is recorded. A payload refused for its
 content is kept as a ``rejected`` event in its own transaction (:func:`reject`).
@@ -218,6 +219,18 @@ def source_items(origin: Origin, resources: Iterable[Incoming]) -> tuple[SourceI
     return tuple(from_source(mapper, item.resource) for item in resources)
 
 
+def _source_hints(plan: EventPlan) -> dict[str, EncounterEvent]:
+    """The plan's hints for EHR Encounters by ``meta.source``: ``hints`` name the id derived
+    from the EHR's id, and an Encounter that adopts a local one is stored under that one's id."""
+    found: dict[str, EncounterEvent] = {}
+    for item in plan.sourced:
+        hint = plan.hints.get(item.local_id)
+        source = (item.resource.get("meta") or {}).get("source")
+        if hint is not None and isinstance(source, str):
+            found[source] = hint
+    return found
+
+
 def _interaction(stored: StoredResource) -> str:
     return "create" if stored.version_id == 1 else "update"
 
@@ -242,14 +255,18 @@ def apply_event(
             return IntakeOutcome(existing.id, existing.kind, True, existing.produced)
         fetch_jobs: list[int] = []
         w.on_written = encounter_hook(
-            source=plan.source, request_id=request_id, hints=plan.hints, also=audited
+            source=plan.source,
+            request_id=request_id,
+            hints=plan.hints,
+            source_hints=_source_hints(plan),
+            also=audited,
         )
         produced: list[str] = []
         fetches = list(plan.fetches)
         if plan.origin is not None:
             connection = plan.origin.connection
             result = upsert_from_source(w, connection, plan.sourced, now=w.now)
-            produced.extend(f"{item.res_type}/{item.local_id}" for item in plan.sourced)
+            produced.extend(f"{i.res_type}/{result.stored_as[i.key]}" for i in plan.sourced)
             wanted = {fetch.reference for fetch in fetches}
             for res_type, source_id in sorted(result.new_references):
                 reference = f"{res_type}/{source_id}"

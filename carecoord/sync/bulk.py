@@ -11,11 +11,12 @@ An export of a connection is one row of ``bulk_exports`` (ADR 0014):
    per output file; any other 4xx/5xx with an OperationOutcome means the export failed:
    :class:`BulkExportFailed` (fatal), recorded with its issue codes only.
 3. **Downloads**, at most ``parallel`` at a time, streamed line by line (``aiter_lines``): every
-   ``batch_lines`` lines are validated, made local (the pull's page preparation and the source
-   identity map) and stored in one transaction **with the file's line offset**, so a rerun after
-   a crash skips the committed lines and stores the rest: no gap, no duplicate. The bearer token
-   is sent only when the manifest says ``requiresAccessToken`` (and then only to the connection's
-   own host). ``error`` files are counted (lines), never logged.
+   ``batch_lines`` lines are validated, made local (the pull's page preparation) and stored
+   through the source identity map (``upsert_from_source``: Patients and Encounters an ADT
+   message created are adopted by identifier) in one transaction **with the file's line
+   offset**, so a rerun after a crash skips the committed lines and stores the rest: no gap, no
+   duplicate. The bearer token is sent only when the manifest says ``requiresAccessToken`` (and
+   then only to the connection's own host). ``error`` files are counted (lines), never logged.
 4. When every file is done, the export's ``transactionTime`` becomes the next ``_since`` (same
    transaction as the export's ``done``); then the status URL is deleted (best effort).
 
@@ -80,12 +81,12 @@ from carecoord.sync.errors import (
     TemporaryError,
 )
 from carecoord.sync.health import record_outcome
-from carecoord.sync.identity import Pulled, lookup, save_pulled, save_referenced
-from carecoord.sync.pull import Puller, _same_source, error_text
+from carecoord.sync.pull import Puller, error_text
 from carecoord.sync.retry import backoff, parse_retry_after
 from carecoord.sync.runtime import SyncRuntime
 from carecoord.sync.state import Counts
 from carecoord.sync.tables import ERROR_LENGTH
+from carecoord.sync.upsert import upsert_from_source
 
 __all__ = [
     "BULK_KIND",
@@ -955,25 +956,8 @@ class BulkExporter:
             # Encounters that change at the EHR are events for automation, like ADT ones.
             w.on_written = encounter_hook(source=f"sync:{self.connection}")
             now = self._now()
-            referred = {key for item in items for key in item.referred}
-            own = {(item.res_type, item.source_id) for item in items}
-            known = lookup(w.conn, connection, own | referred)
-            written = skipped = 0
-            pulled: list[Pulled] = []
-            for item in items:
-                seen = known.get((item.res_type, item.source_id))
-                if seen is not None and seen.pulled and _same_source(seen, item):
-                    skipped += 1
-                    continue
-                result = w.update(item.res_type, item.resource["id"], item.resource)
-                if result.unchanged:
-                    skipped += 1
-                else:
-                    written += 1
-                pulled.append(Pulled(item.res_type, item.source_id, item.version, item.updated))
-            save_pulled(w.conn, connection, pulled, now=now)
-            save_referenced(w.conn, connection, referred - own - set(known), now=now)
-            counts = base + Counts(written=written, skipped=skipped)
+            result = upsert_from_source(w, connection, items, now=now)
+            counts = base + Counts(written=len(result.written), skipped=len(result.skipped))
             t = bulk_files
             moved = w.conn.execute(
                 update(t)

@@ -10,8 +10,12 @@ carries ``meta.source = {iss}/{type}/{source id}`` and a ``meta.tag`` of system
 ``sync_identities`` records each mapping, with the source ``versionId``/``lastUpdated`` last
 stored (so a page seen again is skipped without a write) and, for resources only referenced so
 far, ``pulled_at = NULL`` (so the pull fetches them later, and a push can translate a local
-reference back to the EHR's id). Functions taking a ``Connection`` run in the caller's
-transaction.
+reference back to the EHR's id). The map is the authority: a Patient or Encounter that arrives
+for the first time may *adopt* the local resource that carries its business identifier (one an
+HL7 v2 ADT message created, ADR 0021), and is then mapped to that resource's id instead of the
+derived one; :class:`ReferenceMapper` writes derived ids, which
+:func:`~carecoord.sync.upsert.upsert_from_source` corrects through the map. Functions taking a
+``Connection`` run in the caller's transaction.
 """
 
 from __future__ import annotations
@@ -73,12 +77,14 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class Pulled:
-    """What :func:`save_pulled` records for a resource just stored."""
+    """What :func:`save_pulled` records for a resource just stored: by default under its
+    deterministic local id; ``local_id`` names the local resource it was adopted as (ADR 0021)."""
 
     res_type: str
     source_id: str
     source_version: str | None
     source_updated: str | None
+    local_id: str | None = None
 
 
 class ReferenceMapper:
@@ -219,13 +225,14 @@ def lookup(conn: Connection, connection: str, keys: Iterable[Key]) -> dict[Key, 
 
 
 def save_pulled(conn: Connection, connection: str, pulled: Sequence[Pulled], *, now: int) -> None:
-    """Record resources just stored (source version and time), creating or updating rows."""
+    """Record resources just stored (local id, source version and time), creating or updating
+    rows (a row only referenced so far takes the local id the resource was stored under)."""
     if not pulled:
         return
     mark = _mark(conn)
     sql = (
         f"INSERT INTO sync_identities ({_COLUMNS}) VALUES ({', '.join([mark] * 8)}) {_CONFLICT} "
-        "DO UPDATE SET source_version = excluded.source_version, "
+        "DO UPDATE SET local_id = excluded.local_id, source_version = excluded.source_version, "
         "source_updated = excluded.source_updated, pulled_at = excluded.pulled_at"
     )
     rows = [
@@ -233,7 +240,7 @@ def save_pulled(conn: Connection, connection: str, pulled: Sequence[Pulled], *, 
             connection,
             p.res_type,
             p.source_id,
-            local_id(connection, p.res_type, p.source_id),
+            p.local_id or local_id(connection, p.res_type, p.source_id),
             p.source_version,
             p.source_updated,
             now,

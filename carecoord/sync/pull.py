@@ -7,11 +7,13 @@ what pulled resources refer to. Patients new to the population (and every patien
 first completed pull) are fetched whole; the others with ``_lastUpdated=gt{since - overlap}``.
 
 **Each page commits in one transaction with its checkpoint**: the resources (validated, ids and
-references made local, skipped when the source version is already stored), their source
-identities, the identities of what they refer to, the run's counts and the position (last
-completed chunk, next page URL). A crash after a commit resumes from that page; a crash before it
-loses nothing, and the rerun duplicates nothing. A type's ``since`` moves, with its last page, to
-the EHR's time (``Date``) at the type's first page of the run.
+references made local, skipped when the source version is already stored; stored with
+:func:`~carecoord.sync.upsert.upsert_from_source`, which also adopts Patients and Encounters an
+ADT message created before the first pull), their source identities, the identities of what they
+refer to, the run's counts and the position (last completed chunk, next page URL). A crash
+after a commit resumes from that page; a crash before it loses nothing, and the rerun duplicates
+nothing. A type's ``since`` moves, with its last page, to the EHR's time (``Date``) at the type's
+first page of the run.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
 
 from sqlalchemy import Connection
 
@@ -37,15 +38,7 @@ from carecoord.sync.client import EhrClient, SearchPage
 from carecoord.sync.config import ConnectionSync, Population
 from carecoord.sync.errors import CircuitOpen, PullStopped, RequestRejected, SyncError
 from carecoord.sync.health import record_outcome
-from carecoord.sync.identity import (
-    Key,
-    Pulled,
-    ReferenceMapper,
-    list_source_ids,
-    lookup,
-    save_pulled,
-    save_referenced,
-)
+from carecoord.sync.identity import Key, ReferenceMapper, list_source_ids
 from carecoord.sync.plan import TypePlan, plan_for
 from carecoord.sync.population import resolve_members
 from carecoord.sync.state import (
@@ -64,14 +57,14 @@ from carecoord.sync.state import (
     save_checkpoint,
     unfinished_run,
 )
-from carecoord.sync.upsert import already_stored
+from carecoord.sync.upsert import SourceItem, UpsertResult, upsert_from_source
 
 __all__ = ["PageReport", "PullReport", "Puller", "error_text", "format_instant", "pull"]
 
 log = logging.getLogger("carecoord.sync.pull")
 
-#: Identity keys remembered as recorded (then the memory starts again).
-_RECORDED_LIMIT = 200_000
+#: Identities remembered as settled (then the memory starts again).
+_SETTLED_LIMIT = 200_000
 WHOLE, CHANGED = 0, 1  # chunk modes: everything of these patients / changes since the checkpoint
 
 
@@ -122,16 +115,6 @@ class Chunk:
     @property
     def order(self) -> tuple[int, str]:
         return self.mode, self.ids[-1]
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    res_type: str
-    source_id: str
-    version: str | None
-    updated: str | None
-    resource: dict[str, Any]
-    referred: frozenset[Key]
 
 
 def format_instant(moment: datetime) -> str:
@@ -186,7 +169,9 @@ class Puller:
         self.progress = progress
         self.mapper = ReferenceMapper(client.name, client.base)
         self.plans = plan_for(self.settings.types)
-        self._recorded: set[Key] = set()
+        #: (type, source id) -> local id of identities that cannot change any more (recorded,
+        #: and for Patients and Encounters stored), so later pages need not look them up.
+        self._settled: dict[Key, str] = {}
 
     def _now(self) -> int:
         return to_micros(self.clock())
@@ -480,10 +465,10 @@ class Puller:
 
     # -- one page --------------------------------------------------------------------------------
 
-    def _prepare(self, page: SearchPage) -> tuple[list[_Prepared], Counts]:
+    def _prepare(self, page: SearchPage) -> tuple[list[SourceItem], Counts]:
         """Validate and localise a page's resources (outside the transaction: a retried
         transaction must not localise twice)."""
-        items: dict[Key, _Prepared] = {}
+        items: dict[Key, SourceItem] = {}
         rejected = skipped = 0
         for resource in page.resources:
             if resource.get("resourceType") != page.res_type:
@@ -503,7 +488,7 @@ class Puller:
             meta = resource.get("meta") or {}
             version, updated = meta.get("versionId"), meta.get("lastUpdated")
             referred = self.mapper.localize(resource)
-            items[(page.res_type, source_id)] = _Prepared(
+            items[(page.res_type, source_id)] = SourceItem(
                 page.res_type,
                 source_id,
                 str(version) if version is not None else None,
@@ -516,49 +501,24 @@ class Puller:
 
     def _commit(self, run: Run, page: SearchPage, checkpoint: Checkpoint) -> Counts:
         items, base = self._prepare(page)
-        referred = {key for item in items for key in item.referred}
-        own = {(item.res_type, item.source_id) for item in items}
-        # References already recorded need no lookup: the same patients and encounters come up
-        # on every page. (Identity rows are never deleted, so the memory only misses.)
-        unknown = referred - own - self._recorded
 
-        def work(w: Writer) -> Counts:
+        def work(w: Writer) -> tuple[Counts, UpsertResult]:
             # Encounters that change at the EHR are events for automation, like ADT ones.
             w.on_written = encounter_hook(source=f"sync:{self.connection}")
             now = self._now()
-            known = lookup(w.conn, self.connection, own | unknown)
-            written = skipped = 0
-            pulled: list[Pulled] = []
-            for item in items:
-                seen = known.get((item.res_type, item.source_id))
-                if seen is not None and seen.pulled and _same_source(seen, item):
-                    skipped += 1
-                    continue
-                result = w.update(item.res_type, item.resource["id"], item.resource)
-                if result.unchanged:
-                    skipped += 1
-                else:
-                    written += 1
-                pulled.append(Pulled(item.res_type, item.source_id, item.version, item.updated))
-            save_pulled(w.conn, self.connection, pulled, now=now)
-            save_referenced(w.conn, self.connection, unknown - set(known), now=now)
-            counts = base + Counts(written=written, skipped=skipped)
+            # References already settled need no lookup: the same patients and encounters come
+            # up on every page.
+            result = upsert_from_source(w, self.connection, items, now=now, settled=self._settled)
+            counts = base + Counts(written=len(result.written), skipped=len(result.skipped))
             save_checkpoint(w.conn, checkpoint, now=now)
             add_counts(w.conn, run.id, counts)
-            return counts
+            return counts, result
 
-        counts = self.store.write(work)
-        if len(self._recorded) > _RECORDED_LIMIT:
-            self._recorded.clear()
-        self._recorded |= own | referred  # committed: these rows exist now
+        counts, result = self.store.write(work)
+        if len(self._settled) > _SETTLED_LIMIT:
+            self._settled.clear()
+        self._settled.update(result.settled)  # committed: these rows exist now
         return counts
-
-
-def _same_source(seen: Any, item: _Prepared) -> bool:
-    """The stored copy is of the same source version (or, without versions, the same time),
-    or of a later one (a notification brought it before this page): see
-    :func:`~carecoord.sync.upsert.already_stored`."""
-    return already_stored(seen, item.version, item.updated)
 
 
 async def pull(

@@ -14,6 +14,7 @@ import pytest
 import respx
 from sqlalchemy import Engine, func, select
 
+from carecoord.events import AdtIntake
 from carecoord.fhir.store import FhirStore
 from carecoord.fhir.tables import resource_versions, resources
 from carecoord.jobs import Registry
@@ -33,6 +34,8 @@ from carecoord.sync.bulk_tables import bulk_checkpoints, bulk_exports, bulk_file
 from carecoord.sync.errors import SyncConfigError
 from carecoord.sync.identity import SOURCE_TAG_SYSTEM, local_id
 from carecoord.sync.tables import sync_connections, sync_identities
+from integrations.hl7v2 import FeedConfig
+from tests.events.messages import admit
 from tests.sync.conftest import CONNECTION, RuntimeFactory, Sleeps, run
 from tests.sync.fake_fhir import FakeFhir
 
@@ -476,3 +479,40 @@ def test_spec_validation_and_job_wiring(engine: Engine) -> None:
         first = enqueue_bulk(conn, connection=CONNECTION, spec=spec, slot="2030-01-01")
         again = enqueue_bulk(conn, connection=CONNECTION, spec=spec, slot="2030-01-01")
     assert first is not None and again is None
+
+
+def test_an_import_adopts_the_patient_and_encounter_an_adt_message_created(
+    server: BulkServer, make_runtime: RuntimeFactory, sleeps: Sleeps, engine: Engine
+) -> None:
+    feed = FeedConfig(
+        patient_identifier_systems={"GENHOSP": "urn:oid:2.16.840.1.113883.3.4711.1.1"},
+        visit_identifier_systems={"GENHOSP": "urn:oid:2.16.840.1.113883.3.4711.1.2"},
+    )
+    intake = AdtIntake(FhirStore(engine), source="mllp:test", config=feed)
+    patient_ref, encounter_ref = intake.handle(admit()).produced  # MRN12345, visit V0001
+    mrn = {"system": "urn:oid:2.16.840.1.113883.3.4711.1.1", "value": "MRN12345"}
+    visit = {"system": "urn:oid:2.16.840.1.113883.3.4711.1.2", "value": "V0001"}
+    server.files = {
+        "patient.ndjson": ("Patient", [{**patient(1), "identifier": [mrn]}]),
+        "encounter.ndjson": ("Encounter", [{**encounter(1), "identifier": [visit]}]),
+        "condition.ndjson": ("Condition", [{**condition(1), "encounter": {
+            "reference": "Encounter/e1"}}]),
+    }  # fmt: skip
+
+    import_once(make_runtime, sleeps, ExportSpec.of(types=["Patient,Encounter,Condition"]))
+
+    store = FhirStore(engine)
+    for reference in (patient_ref, encounter_ref):
+        res_type, _, res_id = reference.partition("/")
+        (only,) = store.search(store.parse(res_type, [])).matches
+        assert only[1] == res_id
+    stored = store.read("Condition", local_id(CONNECTION, "Condition", "c1")).content
+    assert stored is not None
+    found = orjson.loads(stored)
+    assert (found["subject"], found["encounter"]) == (
+        {"reference": patient_ref},
+        {"reference": encounter_ref},
+    )
+    encounter_body = store.read(*encounter_ref.split("/")).content
+    assert encounter_body is not None
+    assert orjson.loads(encounter_body)["meta"]["source"] == f"{BASE}/Encounter/e1"
