@@ -5,6 +5,7 @@ Nothing connects at import time; the engine is created here and disposed at shut
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
@@ -70,12 +71,16 @@ class RequestLog:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Request ids: a random prefix per process and a counter (unique, and no system call
+        # for randomness on every request).
+        self._prefix = uuid.uuid4().hex[:16]
+        self._counter = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex
+        request_id = f"{self._prefix}{next(self._counter):016x}"
         for name, value in scope.get("headers", ()):
             if name == b"x-request-id" and 0 < len(value) <= 64 and value.isascii():
                 request_id = value.decode()

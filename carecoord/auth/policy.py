@@ -48,23 +48,27 @@ def _challenge(error: str | None = None, description: str | None = None) -> dict
 
 
 def _pulled(state: Any, connection: str, res_type: str, source_id: str) -> str | None:
-    """Our id of the EHR's ``res_type/source_id`` when it was pulled from ``connection``."""
+    """Our id of the EHR's ``res_type/source_id`` when it was pulled from ``connection`` (the
+    sync identity map: derived from the source id, or the local resource it adopted)."""
     cache: dict[tuple[str, str, str], str] = state.__dict__.setdefault("_pulled_ids", {})
     key = (connection, res_type, source_id)
     if key in cache:
         return cache[key]
-    from carecoord.sync.identity import local_id  # the sync package imports this module
+    from carecoord.sync.identity import lookup  # the sync package imports this module
 
-    candidate = local_id(connection, res_type, source_id)
     store = getattr(state, "store", None)
     if store is None:
         return None
+    with store.engine.connect() as conn:
+        found = lookup(conn, connection, [(res_type, source_id)]).get((res_type, source_id))
+    if found is None or not found.pulled:
+        return None
     try:
-        store.read(res_type, candidate)
+        store.read(res_type, found.local_id)
     except FhirError:
         return None
-    cache[key] = candidate  # a pulled resource keeps its id: safe to remember
-    return candidate
+    cache[key] = found.local_id  # a pulled resource keeps its local id: safe to remember
+    return found.local_id
 
 
 def _local_ids(

@@ -74,6 +74,8 @@ class Dialect:
             for kind in ("token", "string", "reference", "date", "number")
         }
         self.advisory_lock = "SELECT pg_advisory_xact_lock(%s)"
+        # unnest yields the keys in array order, so they are locked in the caller's order.
+        self.advisory_locks = "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k"
 
     def content_param(self, content: bytes | None) -> Any:
         if content is None:

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from carecoord.app import create_app
-from carecoord.fhir.store import FhirStore
+from carecoord.fhir.store import FhirStore, Writer
 from carecoord.settings import Settings
 from carecoord.smart.sessions import SESSION_COOKIE, SessionStore
 from carecoord.smart.tokens import TokenResponse
@@ -333,12 +333,17 @@ def test_a_launch_for_a_pulled_patient_lands_on_our_record_of_them(
     app: Any, browser: TestClient
 ) -> None:
     """The EHR names the patient by its own id; pulled, they live here under a derived id."""
-    from carecoord.sync.identity import local_id
+    from carecoord.sync.identity import Pulled, local_id, save_pulled
 
     store: FhirStore = app.state.store
     ours = local_id("test-ehr", "Patient", "ehr-77")
     patient = orjson.loads(store.read("Patient", "p1").content or b"{}")
-    store.update("Patient", ours, {**patient, "id": ours})
+
+    def pulled(w: Writer) -> None:  # as a pull stores it: the resource and its identity
+        w.update("Patient", ours, {**patient, "id": ours})
+        save_pulled(w.conn, "test-ehr", [Pulled("Patient", "ehr-77", "1", None)], now=w.now)
+
+    store.write(pulled)
     task = orjson.loads(store.read("Task", "t-contact").content or b"{}")
     store.update(
         "Task", "t-ours", {**task, "id": "t-ours", "for": {"reference": f"Patient/{ours}"}}
@@ -350,3 +355,22 @@ def test_a_launch_for_a_pulled_patient_lands_on_our_record_of_them(
     assert 'id="task-t-ours"' in landing.text and 'id="task-t-contact"' not in landing.text
     assert browser.get(f"/fhir/Patient/{ours}").status_code == 200
     assert browser.get("/fhir/Patient/p1").status_code == 404
+
+
+def test_a_launch_for_an_adopted_patient_lands_on_the_adopted_record(
+    app: Any, browser: TestClient
+) -> None:
+    """A patient first created by ADT and then adopted by the pull keeps its local id."""
+    from carecoord.sync.identity import Pulled, save_pulled
+
+    store: FhirStore = app.state.store
+    store.write(
+        lambda w: save_pulled(
+            w.conn, "test-ehr", [Pulled("Patient", "ehr-88", "3", None, local_id="p1")], now=w.now
+        )
+    )
+    _session(app, browser, patient="ehr-88")
+    landing = browser.get("/app/patient")
+    assert landing.status_code == 200
+    assert 'id="task-t-contact"' in landing.text  # p1's checklist
+    assert browser.get("/fhir/Patient/p1").status_code == 200
