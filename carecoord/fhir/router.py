@@ -281,18 +281,21 @@ def _search(
 
 
 @router.get("/{res_type}")
-def search_get(res_type: str, request: Request, store: StoreDep, policy: PolicyDep) -> Response:
-    return _search(request, store, policy, res_type, _query_pairs(request))
+async def search_get(
+    res_type: str, request: Request, store: StoreDep, policy: PolicyDep
+) -> Response:
+    params = _query_pairs(request)
+    return await _blocking(store, lambda: _search(request, store, policy, res_type, params))
 
 
 @router.post("/{res_type}/_search")
-def search_post(
+async def search_post(
     res_type: str, request: Request, store: StoreDep, policy: PolicyDep, body: BodyDep
 ) -> Response:
     params = _query_pairs(request) + parse_qsl(
         body.decode("utf-8", "replace"), keep_blank_values=True
     )
-    return _search(request, store, policy, res_type, params)
+    return await _blocking(store, lambda: _search(request, store, policy, res_type, params))
 
 
 @router.post("/{res_type}")
