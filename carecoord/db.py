@@ -8,6 +8,8 @@ where it must serialise; serialization failures and deadlocks are retried by :fu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
 import random
 import threading
@@ -177,6 +179,15 @@ class GroupCommitter:
         self._queue.put(_Unit(work, future))
         return future
 
+    async def run_async(self, work: Callable[[Connection], T]) -> T:
+        """:meth:`run` for the event loop: the results of a batch reach each loop in one
+        call (no thread-safe future per unit)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._ensure_thread()
+        self._queue.put(_Unit(work, future, loop))
+        return await future
+
     def _ensure_thread(self) -> None:
         if self._thread is None:
             with self._lock:
@@ -196,12 +207,11 @@ class GroupCommitter:
             try:
                 self._run_batch(batch)
             except BaseException as exc:  # the thread must outlive any unit: callers wait on it
-                for unit in batch:
-                    if not unit.future.done():
-                        unit.future.set_exception(exc)
+                _deliver([(unit, False, exc) for unit in batch if not unit.delivered])
 
     def _run_batch(self, batch: list[_Unit]) -> None:
         done: list[tuple[_Unit, Any]] = []
+        failed: list[tuple[_Unit, bool, Any]] = []
         again: list[_Unit] = []
         try:
             with self.engine.connect() as conn:
@@ -220,7 +230,7 @@ class GroupCommitter:
                             if _is_retryable(exc) and unit.attempt < self.retries:
                                 again.append(unit)
                             else:
-                                unit.future.set_exception(exc)
+                                failed.append((unit, False, exc))
                             continue
                         driver.execute("RELEASE unit")
                         done.append((unit, result))
@@ -230,10 +240,9 @@ class GroupCommitter:
                 if _is_retryable(exc) and unit.attempt < self.retries:
                     again.append(unit)
                 else:
-                    unit.future.set_exception(exc)
+                    failed.append((unit, False, exc))
             done = []
-        for unit, result in done:
-            unit.future.set_result(result)
+        _deliver([*failed, *((unit, True, result) for unit, result in done)])
         for unit in again:
             unit.attempt += 1
             time.sleep(random.uniform(0, min(0.1, 0.001 * 2**unit.attempt)))
@@ -241,12 +250,48 @@ class GroupCommitter:
 
 
 class _Unit:
-    __slots__ = ("attempt", "future", "work")
+    __slots__ = ("attempt", "delivered", "future", "loop", "work")
 
-    def __init__(self, work: Callable[[Connection], Any], future: Future[Any]) -> None:
+    def __init__(
+        self,
+        work: Callable[[Connection], Any],
+        future: Future[Any] | asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.work = work
         self.future = future
+        self.loop = loop  # set for an asyncio future, which only its loop may complete
         self.attempt = 0
+        self.delivered = False
+
+
+def _deliver(outcomes: list[tuple[_Unit, bool, Any]]) -> None:
+    """Complete the units' futures: thread futures at once, each event loop's in one call."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Unit, bool, Any]]] = {}
+    for unit, ok, value in outcomes:
+        unit.delivered = True
+        if unit.loop is None:
+            future: Any = unit.future
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        else:
+            by_loop.setdefault(unit.loop, []).append((unit, ok, value))
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_settle, items)
+
+
+def _settle(items: list[tuple[_Unit, bool, Any]]) -> None:
+    for unit, ok, value in items:
+        future: Any = unit.future
+        if future.done():  # cancelled: the client went away
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 _COMMITTERS: weakref.WeakKeyDictionary[Engine, GroupCommitter] = weakref.WeakKeyDictionary()

@@ -155,3 +155,39 @@ def test_group_commit_survives_a_unit_raising_a_base_exception(tmp_path: Path) -
         committer.run(interrupted)
     assert committer.run(lambda conn: conn.exec_driver_sql("SELECT 1").scalar()) == 1
     engine.dispose()
+
+
+def test_group_commit_from_the_event_loop(tmp_path: Path) -> None:
+    """Coroutines awaiting units get their own results and errors; a waiter that gave up
+    (client gone) does not stop the others."""
+    import asyncio
+
+    from carecoord.db import GroupCommitter
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'gc3.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER UNIQUE)")
+    committer = GroupCommitter(engine)
+
+    def insert(value: int) -> Any:
+        def work(conn: Any) -> int:
+            conn.exec_driver_sql(f"INSERT INTO t VALUES ({value})")
+            return value
+
+        return work
+
+    async def scenario() -> list[Any]:
+        gone = asyncio.ensure_future(committer.run_async(insert(100)))
+        await asyncio.sleep(0)
+        gone.cancel()
+        return await asyncio.gather(
+            *(committer.run_async(insert(v)) for v in (1, 2, 3, 2)), return_exceptions=True
+        )
+
+    results = asyncio.run(scenario())
+    assert sorted(r for r in results if isinstance(r, int)) == [1, 2, 3]
+    assert sum(isinstance(r, Exception) for r in results) == 1  # the duplicate, alone
+    with engine.connect() as conn:
+        stored = [r[0] for r in conn.exec_driver_sql("SELECT x FROM t ORDER BY x")]
+    assert stored == [1, 2, 3, 100]  # the cancelled waiter's unit was still written once
+    engine.dispose()

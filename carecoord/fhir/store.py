@@ -14,7 +14,6 @@ concurrent identical requests make one resource.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import threading
 import uuid
@@ -781,7 +780,7 @@ class FhirStore:
         threadpool."""
         if self._committer is None:
             return await run_in_threadpool(self.write, work, policy=policy)
-        return await asyncio.wrap_future(self._committer.submit(self._unit(work, policy)))
+        return await self._committer.run_async(self._unit(work, policy))
 
     def _unit(
         self, work: Callable[[Writer], T], policy: AccessPolicy | None
