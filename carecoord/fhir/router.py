@@ -119,7 +119,7 @@ def base_url(request: Request) -> str:
 
 
 def _check_format(request: Request) -> None:
-    fmt = request.query_params.get("_format")
+    fmt = request.query_params.get("_format") if request.scope.get("query_string") else None
     if fmt is not None and fmt.split(";")[0].strip() not in _JSON_FORMATS:
         raise NotAcceptable(f"_format={fmt} is not supported; this server speaks FHIR JSON")
     accept = request.headers.get("accept")
