@@ -98,7 +98,7 @@ class AuditJournal:
         batch: int = 250,
         rotate_bytes: int = 64 << 20,
         idle_seconds: float = 0.2,
-        linger_bytes: int = 64 << 10,
+        linger_bytes: int = 256 << 10,
         retry_seconds: float = 1.0,
     ) -> None:
         self.store = store
@@ -234,16 +234,14 @@ class AuditJournal:
         self.recover()
         while True:
             with self._cond:
-                if (
-                    not self._stopping
-                    and not self._settling
-                    and self._appended - self._stored < self.linger_bytes
-                ):
+                if not self._urgent():
                     self._cond.wait(self.idle_seconds)
             try:
                 progressed = False
                 while self._step():
                     progressed = True
+                    if not self._urgent():
+                        break  # the rest waits for a full batch (or the idle timer)
                 self._failing = None
             except Exception as exc:  # kept in the journal, retried after a pause
                 if self._failing != type(exc).__name__:
@@ -259,6 +257,14 @@ class AuditJournal:
                 if self._stopping and not progressed:
                     break
         self._drain_own()
+
+    def _urgent(self) -> bool:
+        """Store more now: a batch's worth is waiting, somebody settles, or the journal stops."""
+        return (
+            self._stopping
+            or self._settling > 0
+            or self._appended - self._stored >= self.linger_bytes
+        )
 
     def _drain_own(self) -> None:
         """At close: store the rest of this process's files and remove them."""
@@ -365,7 +371,8 @@ def _read_events(
     fd: int, start: int, end: int, limit: int, name: str
 ) -> tuple[list[dict[str, Any]], int]:
     """Whole lines of the file from ``start`` (at most ``limit`` events): events, bytes used."""
-    data = os.pread(fd, min(end - start, _READ_CHUNK), start)
+    # Enough for ``limit`` events (each is a few KB at most), never the whole file at once.
+    data = os.pread(fd, min(end - start, _READ_CHUNK, limit * 4096 + 65536), start)
     events: list[dict[str, Any]] = []
     used = 0
     while len(events) < limit:
