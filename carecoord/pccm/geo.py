@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
+from operator import itemgetter
 from typing import Any, Final, Protocol
 
 __all__ = [
     "EARTH_RADIUS_MILES",
     "GEOLOCATION_URL",
+    "Cell",
     "Geocoder",
     "GeolocationGeocoder",
     "GridIndex",
@@ -67,6 +69,8 @@ class GeolocationGeocoder:
 
 #: A grid entry: key, point, and the point's latitude/longitude in radians and cos(latitude).
 GridItem = tuple[str, Point, float, float, float]
+#: A grid cell: (row, column) = floor(latitude / cell size), floor(longitude / cell size).
+Cell = tuple[int, int]
 
 
 def haversine_h(lat_r: float, lon_r: float, cos_lat: float, item: GridItem) -> float:
@@ -91,9 +95,9 @@ class GridIndex:
 
     def __init__(self, cell_deg: float = 0.25) -> None:
         self.cell_deg = cell_deg
-        self._cells: dict[tuple[int, int], list[GridItem]] = defaultdict(list)
+        self._cells: dict[Cell, list[GridItem]] = defaultdict(list)
 
-    def _cell(self, p: Point) -> tuple[int, int]:
+    def _cell(self, p: Point) -> Cell:
         return math.floor(p[0] / self.cell_deg), math.floor(p[1] / self.cell_deg)
 
     def add(self, key: str, point: Point) -> None:
@@ -120,26 +124,47 @@ class GridIndex:
                     out.append(bucket)
         return out
 
-    def nearest_first(self, center: Point, miles: float) -> list[tuple[float, list[GridItem]]]:
-        """:meth:`buckets` with a lower bound of the haversine term ``h`` from ``center`` to
-        anything in each, nearest first (so a search can stop once the bound passes its best).
+    def nearest_cells(
+        self, center: Point, miles: float
+    ) -> list[tuple[float, Cell, list[GridItem]]]:
+        """The non-empty cells that may hold items within ``miles`` of ``center``, each with a
+        lower bound of the haversine term ``h`` from ``center`` to anything in it, nearest first
+        (so a search can stop once the bound passes its best).
 
         ``h >= sin²(Δφ/2)`` and ``h >= cos²(φmax)·sin²(Δλ/2)`` for the smallest latitude and
-        longitude gaps between ``center`` and the cell, ``φmax`` the largest |latitude| involved.
+        longitude gaps between ``center`` and the cell, ``φmax`` the largest |latitude| involved:
+        the first two depend on the cell's row only, the third on its column only.
         """
         c = self.cell_deg
         lat_c, lon_c = center
-        out: list[tuple[float, list[GridItem]]] = []
-        for bucket in self.buckets(center, miles):
-            i, j = self._cell(bucket[0][1])
-            lat0, lat1, lon0, lon1 = i * c, (i + 1) * c, j * c, (j + 1) * c
-            dphi = math.radians(max(lat0 - lat_c, lat_c - lat1, 0.0))
-            dlam = math.radians(max(lon0 - lon_c, lon_c - lon1, 0.0))
-            phimax = math.radians(max(abs(lat_c), abs(lat0), abs(lat1)))
-            bound = max(math.sin(dphi / 2) ** 2, math.cos(phimax) ** 2 * math.sin(dlam / 2) ** 2)
-            out.append((bound, bucket))
-        out.sort(key=lambda b: b[0])
+        dlat = miles / _MILES_PER_DEGREE_LAT
+        coslat = max(math.cos(math.radians(min(89.0, abs(lat_c) + dlat))), 1e-6)
+        dlon = dlat / coslat
+        lat0, lon0 = self._cell((lat_c - dlat, lon_c - dlon))
+        lat1, lon1 = self._cell((lat_c + dlat, lon_c + dlon))
+        columns = []
+        for j in range(lon0, lon1 + 1):
+            west, east = j * c, (j + 1) * c
+            dlam = math.radians(max(west - lon_c, lon_c - east, 0.0))
+            columns.append((j, math.sin(dlam / 2) ** 2))
+        cells = self._cells
+        out: list[tuple[float, Cell, list[GridItem]]] = []
+        for i in range(lat0, lat1 + 1):
+            south, north = i * c, (i + 1) * c
+            dphi = math.radians(max(south - lat_c, lat_c - north, 0.0))
+            phimax = math.radians(max(abs(lat_c), abs(south), abs(north)))
+            lat_bound, cos2 = math.sin(dphi / 2) ** 2, math.cos(phimax) ** 2
+            for j, lon_term in columns:
+                bucket = cells.get((i, j))
+                if bucket:
+                    bound = cos2 * lon_term
+                    out.append((lat_bound if lat_bound > bound else bound, (i, j), bucket))
+        out.sort(key=itemgetter(0))
         return out
+
+    def cells(self) -> Iterator[tuple[Cell, list[GridItem]]]:
+        """Every non-empty cell and its items."""
+        return iter(self._cells.items())
 
     def within(self, center: Point, miles: float) -> Iterator[tuple[str, float]]:
         """(key, distance) of every item within ``miles`` of ``center`` (unordered)."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from itertools import repeat
 
 from carecoord.pccm.geo import (
+    Cell,
     GridIndex,
     GridItem,
     h_to_miles,
@@ -57,6 +59,12 @@ class Directory:
                 self.by_language[lang].append(pcp.id)
             if pcp.accepting is not Accepting.NEW:
                 self.closed_to_new.add(pcp.id)
+        #: Per grid cell, the PCPs there who take new patients (in cell order) and their ids.
+        self.open_cells: dict[Cell, tuple[list[GridItem], tuple[str, ...]]] = {}
+        for cell, items in self.grid.cells():
+            accepting = [item for item in items if item[0] not in self.closed_to_new]
+            if accepting:
+                self.open_cells[cell] = (accepting, tuple(item[0] for item in accepting))
 
     def __contains__(self, pcp_id: object) -> bool:
         return pcp_id in self.pcps
@@ -214,41 +222,48 @@ def _distance(
     lat_r, lon_r = math.radians(center[0]), math.radians(center[1])
     cos_lat = math.cos(lat_r)
     limit = miles_to_h(miles)
-    load_of = t.panels.load.get
     sin = math.sin
-    # Indexed: only the grid cells around the member, nearest cell first. One cheap pass groups
-    # the PCPs there by panel load; then the lowest load level is searched, stopping once a
-    # cell's lower bound passes the best PCP found. Distances are compared as the haversine
-    # term h (monotonic in distance).
-    levels: dict[int, list[tuple[float, GridItem]]] = defaultdict(list)
-    closed = directory.closed_to_new
+    # Indexed: only the grid cells around the member, nearest cell first. The panel loads of the
+    # PCPs there who take new patients are read per cell in one pass (their distinct values are
+    # the levels); then the lowest level is searched, cell by cell, stopping once a cell's lower
+    # bound passes the best PCP found. Distances are compared as the haversine term h
+    # (monotonic in distance).
+    near = [cell for cell in directory.grid.nearest_cells(center, miles) if cell[0] <= limit]
+    load_of = t.panels.load.get
+    open_cells = directory.open_cells
+    cells: list[tuple[float, list[GridItem], list[int]]] = []
+    levels: set[int] = set()
     in_box = 0
-    near = [(bound, bucket) for bound, bucket in directory.grid.nearest_first(center, miles)
-            if bound <= limit]  # fmt: skip
-    for bound, bucket in near:
+    for bound, cell, bucket in near:
         in_box += len(bucket)
-        for item in bucket:
-            if item[0] not in closed:
-                levels[load_of(item[0], 0)].append((bound, item))
+        found = open_cells.get(cell)
+        if found is not None:
+            loads = list(map(load_of, found[1], repeat(0)))
+            levels.update(loads)
+            cells.append((bound, found[0], loads))
     best: tuple[float, str] | None = None
     for level in sorted(levels):
-        for bound, item in levels[level]:
+        for bound, items, loads in cells:
             if best is not None and bound > best[0]:
                 break
-            pcp_id = item[0]
-            h = (
-                sin((item[2] - lat_r) / 2) ** 2
-                + cos_lat * item[4] * sin((item[3] - lon_r) / 2) ** 2
-            )
-            if h > limit or (best is not None and (h, pcp_id) >= best):
-                continue
-            t.check(pcp_id, Relation.NEW, h_to_miles(h))
-            if t.eligible and t.eligible[-1][2] == pcp_id:
-                best = (h, pcp_id)
+            k = -1
+            for _ in range(loads.count(level)):
+                k = loads.index(level, k + 1)
+                item = items[k]
+                pcp_id = item[0]
+                h = (
+                    sin((item[2] - lat_r) / 2) ** 2
+                    + cos_lat * item[4] * sin((item[3] - lon_r) / 2) ** 2
+                )
+                if h > limit or (best is not None and (h, pcp_id) >= best):
+                    continue
+                t.check(pcp_id, Relation.NEW, h_to_miles(h))
+                if t.eligible and t.eligible[-1][2] == pcp_id:
+                    best = (h, pcp_id)
         if best is not None:
             break
     if best is None:  # check everyone in range, for the reasons on the record
-        for _, bucket in near:
+        for _, _, bucket in near:
             for item in bucket:
                 h = haversine_h(lat_r, lon_r, cos_lat, item)
                 if h <= limit:

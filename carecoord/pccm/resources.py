@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Final
@@ -31,6 +33,7 @@ __all__ = [
     "establish_care_task",
     "member_notice",
     "provenance",
+    "provenance_id",
     "resource_id",
     "source_id",
 ]
@@ -64,10 +67,24 @@ class Assignment:
     recorded: str  # instant
 
 
-def resource_id(kind: str, key: str) -> str:
-    """The fixed id of a generated resource (``kind``: careteam, task, notice, provenance)."""
-    digest = hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
-    return f"pccm-{kind}-{digest}"
+def resource_id(kind: str, program: str, patient_id: str, seq: int | None = None) -> str:
+    """The fixed id of a generated resource (``kind``: careteam, task, notice).
+
+    ``pccm-{kind}-{program digest}-{patient id}[-{seq}]``: it sorts with the patient id, and a
+    batch works in patient-id order, so its inserts land next to each other in the store's
+    indexes. Past FHIR's 64 characters it is a digest of that instead.
+    """
+    tag = hashlib.blake2b(program.encode(), digest_size=4).hexdigest()
+    rid = f"pccm-{kind}-{tag}-{patient_id}" + ("" if seq is None else f"-{seq}")
+    if len(rid) <= 64:
+        return rid
+    return f"pccm-{kind}-{hashlib.blake2b(rid.encode(), digest_size=12).hexdigest()}"
+
+
+def provenance_id(source_ids: Sequence[str]) -> str:
+    """The fixed id of the Provenance of the assignments with these source ids."""
+    digest = hashlib.blake2b("\n".join(source_ids).encode(), digest_size=12).hexdigest()
+    return f"pccm-provenance-{digest}"
 
 
 def source_id(program: str, patient_id: str, seq: int) -> str:
@@ -143,8 +160,15 @@ def establish_care_task(a: Assignment) -> dict[str, Any]:
         "restriction": {
             "period": {"start": a.effective_on.isoformat(), "end": a.due_on.isoformat()}
         },
-        "reasonCode": {"text": f"PCCM assignment ({a.decision.rule})"},
+        "reasonCode": {
+            "coding": [{"system": ASSIGNMENT_RULE_SYSTEM, "code": _rule(a)}],
+            "text": f"PCCM assignment by {_rule(a)}: {a.decision.reason}",
+        },
     }
+
+
+def _rule(a: Assignment) -> str:
+    return a.decision.rule or a.kind
 
 
 def _notice_text(a: Assignment) -> str:
@@ -187,25 +211,21 @@ def member_notice(a: Assignment) -> dict[str, Any]:
     }
 
 
-def provenance(a: Assignment, targets: list[str]) -> dict[str, Any]:
-    """Provenance of the written resources, carrying the decision (rule, reasons)."""
-    rule = a.decision.rule or a.kind
-    reasons = [
-        {"coding": [{"system": ASSIGNMENT_RULE_SYSTEM, "code": rule}], "text": a.decision.reason}
-    ]
-    reasons += [
-        {
-            "coding": [{"system": ASSIGNMENT_RULE_SYSTEM, "code": n.rule}],
-            "text": f"{'decided' if n.decided else 'did not decide'}: {n.reason}",
-        }
-        for n in a.decision.notes
-        if n.rule != rule
-    ]
+def provenance(assignments: Sequence[Assignment], targets: Sequence[str]) -> dict[str, Any]:
+    """One Provenance for the assignments written in one transaction: every resource they wrote
+    (``targets``), the program, and per deciding rule how many assignments it made.
+
+    Each member's own trail (every rule tried and why it did not decide) is on their
+    establish-care Task (``reasonCode``), in the member notice (why) and in the assignment row.
+    """
+    first = assignments[0]
+    rules = Counter(_rule(a) for a in assignments)
+    kinds = ", ".join(sorted({a.kind for a in assignments}))
     return {
         "resourceType": "Provenance",
         "target": [{"reference": t} for t in targets],
-        "recorded": a.recorded,
-        "policy": [f"{PROGRAM_URL}/{a.program.name}"],
+        "recorded": first.recorded,
+        "policy": [f"{PROGRAM_URL}/{first.program.name}"],
         "activity": {
             "coding": [
                 {
@@ -224,8 +244,14 @@ def provenance(a: Assignment, targets: list[str]) -> dict[str, Any]:
                         }
                     ]
                 },
-                "who": {"display": f"CareCoord PCCM assignment ({a.kind})"},
+                "who": {"display": f"CareCoord PCCM assignment ({kinds})"},
             }
         ],
-        "reason": reasons,
+        "reason": [
+            {
+                "coding": [{"system": ASSIGNMENT_RULE_SYSTEM, "code": rule}],
+                "text": f"{rule}: {n} assignment{'s' if n != 1 else ''}",
+            }
+            for rule, n in rules.items()
+        ],
     }

@@ -14,11 +14,11 @@ from functools import partial
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from carecoord.fhir.access import AccessPolicy
-from carecoord.fhir.errors import BusinessRule, Gone, InvalidRequest, NotFound
-from carecoord.fhir.store import FhirStore, Writer
+from carecoord.fhir.errors import BusinessRule, Gone, InvalidRequest, NotFound, PreconditionFailed
+from carecoord.fhir.store import FhirStore, Writer, WriteResult
 from carecoord.fhir.values import format_instant, to_micros
 from carecoord.jobs.clock import Clock, utc_now
 from carecoord.pccm.directory import (
@@ -40,6 +40,7 @@ from carecoord.pccm.resources import (
     establish_care_task,
     member_notice,
     provenance,
+    provenance_id,
     resource_id,
     source_id,
 )
@@ -49,9 +50,28 @@ from carecoord.pccm.tables import ACTIVE, ENDED, pccm_assignments, pccm_pcp_stat
 __all__ = ["Batch", "Outcome", "PccmService", "World"]
 
 _PAGE = 1000
-_ID_CHUNK = 200
-#: Assignments written per transaction in a batch.
-_CHUNK = 100
+#: Ids per ``_id`` search and per ``IN (...)`` list.
+_ID_CHUNK = 1000
+#: Members decided and written per transaction in a batch (the progress bar moves per chunk).
+_CHUNK = 1000
+#: Updates between flushes of the writer's buffered rows: an update drops the buffered index rows
+#: of the resource it replaces by scanning the whole buffer, so a long run of updates in one
+#: transaction flushes now and then to keep that scan short.
+_FLUSH_EVERY = 64
+#: The columns of an assignment row the services work with (the decision JSON stays in the table).
+_ROW_COLUMNS = (
+    "id",
+    "program",
+    "patient_id",
+    "seq",
+    "pcp_id",
+    "practice_id",
+    "kind",
+    "status",
+    "decided_on",
+    "ended_on",
+    "end_reason",
+)
 
 
 @dataclass
@@ -66,6 +86,8 @@ class World:
     patients: dict[str, dict[str, Any]]
     active: dict[str, dict[str, Any]]
     left: set[str] = field(default_factory=set)
+    #: The recorded decision (JSON text) of each member left unassigned by an earlier run.
+    unassigned: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +107,18 @@ class Outcome:
     source_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """An assignment to write: the decision, its kind, and what happens to an active one."""
+
+    decision: Decision
+    kind: str
+    cause: str | None = None
+    #: End reason of the member's active assignment, which this one replaces; None: an active
+    #: assignment means the member is already assigned (a replay or a concurrent run).
+    replaces: str | None = None
+
+
 def _read_json(w: Writer, res_type: str, res_id: str) -> dict[str, Any] | None:
     """The current content of a resource, None when absent or deleted."""
     try:
@@ -94,12 +128,70 @@ def _read_json(w: Writer, res_type: str, res_id: str) -> dict[str, Any] | None:
     return orjson.loads(content) if content else None
 
 
-def _rows(conn: Connection, program: str, *, status: str | None = None) -> list[dict[str, Any]]:
+def _rows(conn: Connection, program: str, *, patient: str | None = None) -> list[dict[str, Any]]:
     t = pccm_assignments
-    q = select(t).where(t.c.program == program)
-    if status:
-        q = q.where(t.c.status == status)
+    q = select(*(t.c[c] for c in _ROW_COLUMNS)).where(t.c.program == program)
+    if patient is not None:
+        q = q.where(t.c.patient_id == patient)
     return [dict(r._mapping) for r in conn.execute(q.order_by(t.c.patient_id, t.c.seq))]
+
+
+def _chunks(items: Sequence[str], size: int = _ID_CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _member_state(
+    conn: Connection, program: str, members: Sequence[str]
+) -> dict[str, tuple[int, dict[str, Any] | None]]:
+    """(highest seq, active row or None) of each member with assignment rows in ``program``."""
+    t = pccm_assignments
+    out: dict[str, tuple[int, dict[str, Any] | None]] = {}
+    for part in _chunks(members):
+        q = select(*(t.c[c] for c in _ROW_COLUMNS)).where(
+            t.c.program == program, t.c.patient_id.in_(part)
+        )
+        for r in conn.execute(q):
+            row = dict(r._mapping)
+            seq, active = out.get(row["patient_id"], (0, None))
+            out[row["patient_id"]] = (
+                max(seq, int(row["seq"])),
+                row if row["status"] == ACTIVE else active,
+            )
+    return out
+
+
+def _lock_program(w: Writer, program: str) -> None:
+    """Serialise the transactions that write ``program``'s assignment rows (PostgreSQL; SQLite
+    writers are serialised already), so the active-row check holds until commit. Every writer
+    of those rows takes it first; taking it again in the same transaction returns at once.
+
+    One lock per program rather than per member: a batch transaction covers 1,000 members, and
+    advisory locks share PostgreSQL's lock table (``max_locks_per_transaction``). A member's
+    choice waits at most for the batch transaction under way.
+    """
+    w.lock(f"pccm:{program}")
+
+
+def _flush_now_and_then(w: Writer, n: int) -> None:
+    if n % _FLUSH_EVERY == _FLUSH_EVERY - 1:
+        w.flush()
+
+
+def _with_pcp(patient: dict[str, Any], pcp: Pcp) -> dict[str, Any]:
+    """``patient`` with ``pcp`` as its generalPractitioner (other kinds of reference kept)."""
+    kept = [
+        gp
+        for gp in patient.get("generalPractitioner", ())
+        if not ref_id(gp, "PractitionerRole") and not ref_id(gp, "Practitioner")
+    ]
+    ref = {"reference": f"PractitionerRole/{pcp.id}", **({"display": pcp.name} if pcp.name else {})}
+    return {**patient, "generalPractitioner": [ref, *kept]}
+
+
+def _version(resource: dict[str, Any]) -> int | None:
+    version = (resource.get("meta") or {}).get("versionId")
+    return int(version) if isinstance(version, str) and version.isdigit() else None
 
 
 class PccmService:
@@ -138,10 +230,10 @@ class PccmService:
                 return
 
     def _by_id(self, res_type: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
-        wanted = sorted({i for i in ids if i and "," not in i})
+        wanted = sorted({i for i in ids if i and "," not in i and "\\" not in i})
         out: dict[str, dict[str, Any]] = {}
-        for i in range(0, len(wanted), _ID_CHUNK):
-            for res in self._search(res_type, [("_id", ",".join(wanted[i : i + _ID_CHUNK]))]):
+        for part in _chunks(wanted):
+            for res in self._search(res_type, [("_id", ",".join(part))]):
                 out[str(res["id"])] = res
         return out
 
@@ -181,11 +273,20 @@ class PccmService:
                     )
                 )
             }
+            u = pccm_unassigned
+            unassigned = {
+                r.patient_id: r.decision
+                for r in conn.execute(
+                    select(u.c.patient_id, u.c.decision).where(u.c.program == program.name)
+                )
+            }
         directory = self.load_directory(program, left)
         subscribers: dict[str, str] = {}
         member_ids: set[str] = set()
-        values = ",".join(program.membership.class_values)
-        for cov in self._search("Coverage", [("class-value", values)]):
+        # Every Coverage once, in _lastUpdated order, selected here by ``covers``: the store pages
+        # that order off an index, while a class-value filter (or the default order) costs a
+        # pass over all matches per page of 1,000 (docs/adr/0017-pccm-assignment.md).
+        for cov in self._search("Coverage", [("_sort", "_lastUpdated")]):
             pid = ref_id(cov.get("beneficiary"), "Patient")
             if pid and covers(cov, program, today):
                 member_ids.add(pid)
@@ -224,7 +325,7 @@ class PccmService:
                 family=relatives,
                 family_history_pcps=tuple(sorted({history[f] for f in relatives if f in history})),
             )
-        return World(program, today, directory, panels, members, patients, active, left)
+        return World(program, today, directory, panels, members, patients, active, left, unassigned)
 
     def _previous(
         self,
@@ -258,10 +359,15 @@ class PccmService:
             return {}
         since = months_after(today, -program.history_months).isoformat()
         visits: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        params = [("date", f"ge{since}"), ("class", ",".join(sorted(PRIMARY_CARE_CLASSES)))]
-        for enc in self._search("Encounter", params):
+        # The class is checked here rather than in the search: each search condition costs a
+        # pass over all its matches per page.
+        for enc in self._search("Encounter", [("date", f"ge{since}")]):
             pid = ref_id(enc.get("subject"), "Patient")
-            if pid not in patients or enc.get("status") in ("cancelled", "entered-in-error"):
+            if (
+                pid not in patients
+                or enc.get("status") in ("cancelled", "entered-in-error")
+                or (enc.get("class") or {}).get("code") not in PRIMARY_CARE_CLASSES
+            ):
                 continue
             day = str((enc.get("period") or {}).get("start", ""))[:10]
             seen: set[str] = set()
@@ -282,155 +388,189 @@ class PccmService:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def _assignment(
-        self, world: World, member: str, decision: Decision, kind: str, seq: int
-    ) -> Assignment:
-        program = world.program
-        assert decision.pcp is not None
-        now = self.clock()
-        effective = effective_date(program.effective_date, world.today)
-        return Assignment(
-            program=program,
-            patient_id=member,
-            seq=seq,
-            pcp=world.directory.pcps[decision.pcp],
-            decision=decision,
-            kind=kind,
-            decided_on=world.today,
-            effective_on=effective,
-            change_until=change_window_end(program, world.today),
-            due_on=effective + timedelta(days=program.establish_care_due_days),
-            recorded=format_instant(to_micros(now)),
-        )
+    def _write(self, w: Writer, world: World, changes: Sequence[_Change]) -> list[str | None]:
+        """Write assignments (rows and resources) in ``w``'s transaction; their source ids.
 
-    def _write(
-        self,
-        w: Writer,
-        world: World,
-        member: str,
-        decision: Decision,
-        kind: str,
-        *,
-        cause: str | None = None,
-        replace_active: str | None = None,
-    ) -> str | None:
-        """Write one assignment (row + resources) in ``w``'s transaction; its source id.
-
-        None when the member already has an active assignment (a replay or a concurrent run),
-        unless ``replace_active`` names the end reason for the one being replaced.
+        A member's entry is None when they already have an active assignment (a replay or a
+        concurrent run) and the change replaces none. Reads and row writes go per chunk, not per
+        member: the members' rows in one query, the new rows in one statement.
         """
         program = world.program
-        t = pccm_assignments
-        w.lock(f"pccm:{program.name}:{member}")
-        current = w.conn.execute(
-            select(t).where(
-                t.c.program == program.name, t.c.patient_id == member, t.c.status == ACTIVE
+        name = program.name
+        _lock_program(w, name)
+        state = _member_state(w.conn, name, [c.decision.member for c in changes])
+        now = self.clock()
+        decided_at = to_micros(now)
+        recorded = format_instant(decided_at)
+        effective = effective_date(program.effective_date, world.today)
+        change_until = change_window_end(program, world.today)
+        due = effective + timedelta(days=program.establish_care_due_days)
+        plans: list[tuple[Assignment, _Change]] = []
+        ending: list[tuple[dict[str, Any], str]] = []
+        out: list[str | None] = []
+        for c in changes:
+            d = c.decision
+            assert d.pcp is not None
+            last, current = state.get(d.member, (0, None))
+            if current is not None:
+                if c.replaces is None:
+                    out.append(None)
+                    continue
+                ending.append((current, c.replaces))
+            a = Assignment(
+                program=program,
+                patient_id=d.member,
+                seq=last + 1,
+                pcp=world.directory.pcps[d.pcp],
+                decision=d,
+                kind=c.kind,
+                decided_on=world.today,
+                effective_on=effective,
+                change_until=change_until,
+                due_on=due,
+                recorded=recorded,
             )
-        ).first()
-        if current is not None:
-            if replace_active is None:
-                return None
-            self._end(w, dict(current._mapping), replace_active, world.today)
-        last = w.conn.execute(
-            select(func.max(t.c.seq)).where(t.c.program == program.name, t.c.patient_id == member)
-        ).scalar()
-        seq = int(last or 0) + 1
-        a = self._assignment(world, member, decision, kind, seq)
+            plans.append((a, c))
+            out.append(source_id(name, d.member, a.seq))
+        if ending:
+            self._end(w, ending, world.today)
+        if not plans:
+            return out
         w.conn.execute(
-            insert(t).values(
-                program=program.name,
-                patient_id=member,
-                seq=seq,
-                pcp_id=a.pcp.id,
-                practice_id=a.pcp.practice,
-                rule=decision.rule or kind,
-                kind=kind,
-                status=ACTIVE,
-                decided_on=a.decided_on.isoformat(),
-                effective_on=a.effective_on.isoformat(),
-                change_until=a.change_until.isoformat(),
-                distance_miles=decision.distance_miles,
-                outside_standard=decision.outside_standard,
-                decision=orjson.dumps(decision.to_json()).decode(),
-                cause=cause,
-                decided_at=to_micros(self.clock()),
-            )
+            insert(pccm_assignments),
+            [
+                {
+                    "program": name,
+                    "patient_id": a.patient_id,
+                    "seq": a.seq,
+                    "pcp_id": a.pcp.id,
+                    "practice_id": a.pcp.practice,
+                    "rule": a.decision.rule or a.kind,
+                    "kind": a.kind,
+                    "status": ACTIVE,
+                    "decided_on": a.decided_on.isoformat(),
+                    "effective_on": a.effective_on.isoformat(),
+                    "change_until": a.change_until.isoformat(),
+                    "distance_miles": a.decision.distance_miles,
+                    "outside_standard": a.decision.outside_standard,
+                    "decision": orjson.dumps(a.decision.to_json()).decode(),
+                    "cause": c.cause,
+                    "decided_at": decided_at,
+                }
+                for a, c in plans
+            ],
         )
-        w.conn.execute(
-            pccm_unassigned.delete().where(
-                pccm_unassigned.c.program == program.name, pccm_unassigned.c.patient_id == member
-            )
-        )
-        targets = self._resources(w, a)
-        sid = source_id(program.name, member, seq)
-        # Fixed ids derived from the source id (and the deterministic identifiers inside): the
-        # row's (program, patient, seq) key makes them new in this transaction; a replay stops
-        # at the active row above and writes nothing.
-        notice = w.create(
-            "Communication", member_notice(a), res_id=resource_id("notice", sid)
-        ).resource
-        targets.append(f"Communication/{notice.res_id}")
-        w.create("Provenance", provenance(a, targets), res_id=resource_id("provenance", sid))
-        return sid
+        u = pccm_unassigned
+        for part in _chunks([a.patient_id for a, _ in plans]):
+            w.conn.execute(u.delete().where(u.c.program == name, u.c.patient_id.in_(part)))
+        self._write_resources(w, world, [a for a, _ in plans])
+        return out
 
-    def _resources(self, w: Writer, a: Assignment) -> list[str]:
-        patient = orjson.loads(w.read("Patient", a.patient_id).content or b"{}")
-        kept = [
-            gp
-            for gp in patient.get("generalPractitioner", ())
-            if not ref_id(gp, "PractitionerRole") and not ref_id(gp, "Practitioner")
-        ]
-        patient["generalPractitioner"] = [
-            {
-                "reference": f"PractitionerRole/{a.pcp.id}",
-                **({"display": a.pcp.name} if a.pcp.name else {}),
-            },
-            *kept,
-        ]
-        written = w.update("Patient", a.patient_id, patient).resource
-        team_id = resource_id("careteam", f"{a.program.name}:{a.patient_id}")
-        existing = _read_json(w, "CareTeam", team_id)
-        team = w.update("CareTeam", team_id, care_team(a, existing)).resource
-        sid = source_id(a.program.name, a.patient_id, a.seq)
-        task = w.create("Task", establish_care_task(a), res_id=resource_id("task", sid)).resource
-        return [
-            f"Patient/{a.patient_id}/_history/{written.version_id}",
-            f"CareTeam/{team.res_id}",
-            f"Task/{task.res_id}",
-        ]
+    def _write_resources(self, w: Writer, world: World, plans: Sequence[Assignment]) -> None:
+        """Patient.generalPractitioner, CareTeam, Task and notice of each assignment, and one
+        Provenance of them all.
+
+        Updates first (flushing now and then, see ``_FLUSH_EVERY``), creates after. Resource ids
+        are fixed, derived from (program, patient, seq) like the identifiers inside: the rows'
+        keys make them new in this transaction. The Patient is written from the version loaded
+        with the world unless it changed since (``_set_pcp``).
+        """
+        name = world.program.name
+        team_ids = [resource_id("careteam", name, a.patient_id) for a in plans]
+        teams: set[str] = set()
+        for part in _chunks(team_ids):
+            teams.update(w.find("CareTeam", [("_id", ",".join(part))], limit=len(part)))
+        patient_refs: list[str] = []
+        for n, a in enumerate(plans):
+            _flush_now_and_then(w, n)
+            written = self._set_pcp(w, world.patients.get(a.patient_id), a)
+            patient_refs.append(f"Patient/{a.patient_id}/_history/{written.resource.version_id}")
+            if team_ids[n] in teams:
+                existing = _read_json(w, "CareTeam", team_ids[n])
+                w.update("CareTeam", team_ids[n], care_team(a, existing))
+        sids: list[str] = []
+        targets: list[str] = []
+        for n, a in enumerate(plans):
+            if team_ids[n] not in teams:
+                w.update("CareTeam", team_ids[n], care_team(a, None))
+            sid = source_id(name, a.patient_id, a.seq)
+            task = w.create(
+                "Task",
+                establish_care_task(a),
+                res_id=resource_id("task", name, a.patient_id, a.seq),
+            )
+            notice = w.create(
+                "Communication",
+                member_notice(a),
+                res_id=resource_id("notice", name, a.patient_id, a.seq),
+            )
+            targets += [
+                patient_refs[n],
+                f"CareTeam/{team_ids[n]}",
+                f"Task/{task.resource.res_id}",
+                f"Communication/{notice.resource.res_id}",
+            ]
+            sids.append(sid)
+        w.create("Provenance", provenance(plans, targets), res_id=provenance_id(sids))
+
+    def _set_pcp(self, w: Writer, loaded: dict[str, Any] | None, a: Assignment) -> WriteResult:
+        """Update the Patient's generalPractitioner from the version loaded with the world; the
+        current version is read only when the Patient changed since."""
+        version = _version(loaded) if loaded is not None else None
+        if loaded is not None and version is not None:
+            try:
+                return w.update("Patient", a.patient_id, _with_pcp(loaded, a.pcp), if_match=version)
+            except PreconditionFailed:
+                pass
+        current = orjson.loads(w.read("Patient", a.patient_id).content or b"{}")
+        return w.update("Patient", a.patient_id, _with_pcp(current, a.pcp))
 
     def _end(
-        self, w: Writer, row: dict[str, Any], reason: str, today: date, *, vacate: bool = False
+        self,
+        w: Writer,
+        ending: Sequence[tuple[dict[str, Any], str]],
+        today: date,
+        *,
+        vacate: bool = False,
     ) -> None:
-        """End an assignment; its establish-care Task, if not started, is cancelled.
+        """End assignments (row, end reason); their establish-care Tasks, if not started, are
+        cancelled.
 
         ``vacate`` (no new PCP follows): the PCP leaves Patient.generalPractitioner and the
         CareTeam participant's period ends.
         """
+        if not ending:
+            return
+        for program in sorted({row["program"] for row, _ in ending}):
+            _lock_program(w, program)
         t = pccm_assignments
         w.conn.execute(
             update(t)
-            .where(t.c.id == row["id"])
-            .values(status=ENDED, ended_on=today.isoformat(), end_reason=reason)
+            .where(t.c.id == bindparam("row_id"))
+            .values(status=ENDED, ended_on=today.isoformat(), end_reason=bindparam("reason")),
+            [{"row_id": row["id"], "reason": reason} for row, reason in ending],
         )
-        sid = source_id(row["program"], row["patient_id"], row["seq"])
-        task_id = resource_id("task", sid)
-        task = _read_json(w, "Task", task_id)
-        if task is not None and task.get("status") in ("draft", "requested", "ready"):
-            task["status"] = "cancelled"
-            task["statusReason"] = {"text": f"PCCM assignment ended ({reason})"}
-            w.update("Task", task_id, task)
-        if not vacate:
-            return
+        for n, (row, reason) in enumerate(ending):
+            _flush_now_and_then(w, n)
+            task_id = resource_id("task", row["program"], row["patient_id"], row["seq"])
+            task = _read_json(w, "Task", task_id)
+            if task is not None and task.get("status") in ("draft", "requested", "ready"):
+                task["status"] = "cancelled"
+                task["statusReason"] = {"text": f"PCCM assignment ended ({reason})"}
+                w.update("Task", task_id, task)
+            if vacate:
+                self._vacate(w, row, today)
+
+    def _vacate(self, w: Writer, row: dict[str, Any], today: date) -> None:
         ref = f"PractitionerRole/{row['pcp_id']}"
-        patient = orjson.loads(w.read("Patient", row["patient_id"]).content or b"{}")
-        gps = patient.get("generalPractitioner", [])
-        if any(gp.get("reference") == ref for gp in gps):
+        patient = _read_json(w, "Patient", row["patient_id"])
+        gps = (patient or {}).get("generalPractitioner", [])
+        if patient is not None and any(gp.get("reference") == ref for gp in gps):
             patient["generalPractitioner"] = [gp for gp in gps if gp.get("reference") != ref]
             if not patient["generalPractitioner"]:
                 del patient["generalPractitioner"]
             w.update("Patient", row["patient_id"], patient)
-        team_id = resource_id("careteam", f"{row['program']}:{row['patient_id']}")
+        team_id = resource_id("careteam", row["program"], row["patient_id"])
         team = _read_json(w, "CareTeam", team_id)
         if team is not None:
             for part in team.get("participant", ()):
@@ -438,6 +578,28 @@ class PccmService:
                 if part.get("member", {}).get("reference") == ref and not period.get("end"):
                     period["end"] = today.isoformat()
             w.update("CareTeam", team_id, team)
+
+    def _unassigned(self, w: Writer, program: str, decisions: Sequence[Decision]) -> None:
+        """Record why these members are left without a PCP (the latest reason per member)."""
+        if not decisions:
+            return
+        _lock_program(w, program)
+        t = pccm_unassigned
+        for part in _chunks([d.member for d in decisions]):
+            w.conn.execute(t.delete().where(t.c.program == program, t.c.patient_id.in_(part)))
+        decided_at = to_micros(self.clock())
+        w.conn.execute(
+            insert(t),
+            [
+                {
+                    "program": program,
+                    "patient_id": d.member,
+                    "decision": orjson.dumps(d.to_json()).decode(),
+                    "decided_at": decided_at,
+                }
+                for d in decisions
+            ],
+        )
 
     # -- batch ---------------------------------------------------------------------------------
 
@@ -465,26 +627,25 @@ class PccmService:
         """Assign every enrolled member without an active assignment, in id order.
 
         Members no longer covered lose their assignment first (``disenrolled``; they come back to
-        the same PCP when re-enrolled within the gap). A dry run writes nothing.
+        the same PCP when re-enrolled within the gap). A member still left unassigned for the
+        same reasons as last time writes nothing, so a re-run over unchanged data writes nothing.
+        A dry run writes nothing at all.
         """
         program = self.program(program_name)
         world = self.load(program, today=today)
         if not dry_run:
             lapsed = sorted(set(world.active) - set(world.members))
-            if lapsed:
-
-                def disenrol(w: Writer) -> None:
-                    for p in lapsed:
-                        self._end(w, world.active[p], "disenrolled", world.today, vacate=True)
-
-                self.store.write(disenrol)
-                world = self.load(program, today=world.today)
+            for part in _chunks(lapsed, _CHUNK):
+                ending = [(world.active[p], "disenrolled") for p in part]
+                self.store.write(partial(self._end, ending=ending, today=world.today, vacate=True))
+                for p in part:
+                    del world.active[p]
+                    world.panels.remove(p)
         todo = sorted(p for p in world.members if p not in world.active)
         outcomes: list[Outcome] = []
         for start in range(0, len(todo), _CHUNK):
-            chunk = todo[start : start + _CHUNK]
             decisions = []
-            for pid in chunk:
+            for pid in todo[start : start + _CHUNK]:
                 decision = decide(world.members[pid], world.directory, world.panels, program)
                 if decision.pcp is not None:
                     world.panels.add(pid, world.directory.pcps[decision.pcp])
@@ -492,35 +653,33 @@ class PccmService:
             if dry_run:
                 outcomes.extend(Outcome(d, False) for d in decisions)
             else:
-                outcomes.extend(
-                    self.store.write(partial(self._write_chunk, world=world, ds=decisions))
-                )
+                outcomes.extend(self._write_batch_chunk(world, decisions))
             if progress is not None:
                 progress(min(start + _CHUNK, len(todo)), len(todo))
         return Batch(outcomes, world)
 
-    def _write_chunk(self, w: Writer, *, world: World, ds: list[Decision]) -> list[Outcome]:
+    def _write_batch_chunk(self, world: World, decisions: list[Decision]) -> list[Outcome]:
+        name = world.program.name
+        assigned = [_Change(d, "auto") for d in decisions if d.pcp is not None]
+        unassigned = [
+            d
+            for d in decisions
+            if d.pcp is None
+            and world.unassigned.get(d.member) != orjson.dumps(d.to_json()).decode()
+        ]
+        if not assigned and not unassigned:
+            return [Outcome(d, False) for d in decisions]
+
+        def work(w: Writer) -> list[str | None]:
+            self._unassigned(w, name, unassigned)
+            return self._write(w, world, assigned) if assigned else []
+
+        sids = iter(self.store.write(work))
         out: list[Outcome] = []
-        for d in ds:
-            if d.pcp is None:
-                self._unassigned(w, world.program.name, d)
-                out.append(Outcome(d, False))
-                continue
-            sid = self._write(w, world, d.member, d, "auto")
+        for d in decisions:
+            sid = next(sids) if d.pcp is not None else None
             out.append(Outcome(d, sid is not None, sid))
         return out
-
-    def _unassigned(self, w: Writer, program: str, d: Decision) -> None:
-        t = pccm_unassigned
-        w.conn.execute(t.delete().where(t.c.program == program, t.c.patient_id == d.member))
-        w.conn.execute(
-            insert(t).values(
-                program=program,
-                patient_id=d.member,
-                decision=orjson.dumps(d.to_json()).decode(),
-                decided_at=to_micros(self.clock()),
-            )
-        )
 
     # -- member choice ---------------------------------------------------------------------------
 
@@ -549,7 +708,7 @@ class PccmService:
             if current["pcp_id"] == pcp_id:
                 raise BusinessRule("The member is already assigned to this PCP")
             with self.store.engine.connect() as conn:
-                history = [r for r in _rows(conn, program.name) if r["patient_id"] == patient_id]
+                history = _rows(conn, program.name, patient=patient_id)
             changes = [
                 date.fromisoformat(r["decided_on"])
                 for r in history
@@ -575,9 +734,7 @@ class PccmService:
             raise BusinessRule(f"The chosen PCP cannot take the member: {decision.reason}")
 
         def work(w: Writer) -> str | None:
-            sid = self._write(
-                w, world, patient_id, decision, kind, cause=cause, replace_active="changed"
-            )
+            [sid] = self._write(w, world, [_Change(decision, kind, cause, replaces="changed")])
             if audit is not None:
                 audit(w)
             return sid
@@ -626,16 +783,23 @@ class PccmService:
                 decisions.append(decision)
 
             def work(w: Writer, decisions: list[Decision] = decisions) -> list[Outcome]:
+                left = [d for d in decisions if d.pcp is None]
+                self._end(
+                    w,
+                    [(world.active[d.member], "pcp-left") for d in left],
+                    today,
+                    vacate=True,
+                )
+                self._unassigned(w, program.name, left)
+                moved = [
+                    _Change(d, "reassignment", replaces="pcp-left")
+                    for d in decisions
+                    if d.pcp is not None
+                ]
+                sids = iter(self._write(w, world, moved) if moved else [])
                 out: list[Outcome] = []
                 for d in decisions:
-                    if d.pcp is None:
-                        self._end(w, world.active[d.member], "pcp-left", today, vacate=True)
-                        self._unassigned(w, program.name, d)
-                        out.append(Outcome(d, False))
-                        continue
-                    sid = self._write(
-                        w, world, d.member, d, "reassignment", replace_active="pcp-left"
-                    )
+                    sid = next(sids) if d.pcp is not None else None
                     out.append(Outcome(d, sid is not None, sid))
                 return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,9 @@ from sqlalchemy import func, select
 
 from carecoord.fhir.errors import BusinessRule
 from carecoord.fhir.store import FhirStore
+from carecoord.pccm import service as service_module
 from carecoord.pccm.program import PanelCaps
+from carecoord.pccm.resources import ASSIGNMENT_RULE_SYSTEM, member_notice
 from carecoord.pccm.service import PccmService
 from carecoord.pccm.tables import pccm_assignments
 from carecoord.transitions.codes import CARE_ROLE_SYSTEM, COMMUNICATION_CATEGORY_SYSTEM
@@ -112,12 +115,31 @@ def test_p1_batch_assigns_the_siblings_pcp_and_writes_every_output(p1: FhirStore
     text = notice["payload"][0]["contentString"]
     assert "Dr Sib" in text and "a family member's assigned PCP" in text
     assert "until 2026-09-08" in text
+    # The PCP's Task carries the member's whole trail: the deciding rule and why earlier ones
+    # did not decide.
+    assert task["reasonCode"]["coding"][0] == {
+        "system": ASSIGNMENT_RULE_SYSTEM,
+        "code": "family-pcp",
+    }
+    assert task["reasonCode"]["text"] == (
+        "PCCM assignment by family-pcp: a family member's assigned PCP (earlier rules: "
+        "existing-assignment: no previous assignment; own-history: history PCP at capacity)"
+    )
+    # One Provenance for the transaction: every resource it wrote, the rules that decided.
     [prov] = _all(p1, "Provenance", [("patient", "Patient/zz-child")])
-    targets = {t["reference"].split("/")[0] for t in prov["target"]}
-    assert targets == {"Patient", "CareTeam", "Task", "Communication"}
-    assert prov["reason"][0]["coding"][0]["code"] == "family-pcp"
-    assert "own-history" in [r["coding"][0]["code"] for r in prov["reason"]]
-    assert any(r["text"] == "did not decide: history PCP at capacity" for r in prov["reason"])
+    targets = [t["reference"] for t in prov["target"]]
+    assert len(targets) == 16  # 4 members x (Patient version, CareTeam, Task, notice)
+    assert {
+        "Patient/zz-child/_history/2",
+        f"CareTeam/{team['id']}",
+        f"Task/{task['id']}",
+        f"Communication/{notice['id']}",
+    } <= set(targets)
+    assert prov["policy"] == ["https://carecoord.org/fhir/pccm/program/default"]
+    assert {r["coding"][0]["code"]: r["text"] for r in prov["reason"]} == {
+        "own-history": "own-history: 3 assignments",
+        "family-pcp": "family-pcp: 1 assignment",
+    }
     row = service.assignments_of("zz-child", current_only=True)[0]
     assert row["decision"]["rules"][1]["reason"] == "history PCP at capacity"
     assert row["changeUntil"] == "2026-09-08"
@@ -133,7 +155,7 @@ def test_rerun_assigns_nobody_twice_and_dry_run_writes_nothing(p1: FhirStore) ->
     assert sum(o.written for o in first) == 4
     assert [o.decision.pcp for o in dry] == [o.decision.pcp for o in first]
     assert service.assign_all("default") == []
-    assert _count(p1) == 4 and len(_all(p1, "Task")) == 4 and len(_all(p1, "Provenance")) == 4
+    assert _count(p1) == 4 and len(_all(p1, "Task")) == 4 and len(_all(p1, "Provenance")) == 1
 
 
 def test_member_without_address_or_history_is_assigned_by_need_or_left_with_reasons(
@@ -313,3 +335,185 @@ def test_second_program_uses_its_own_members_and_order(store: FhirStore) -> None
     assert (default.decision.member, default.decision.rule) == ("d", "own-history")
     team = _all(store, "CareTeam", [("patient", "Patient/m")])[0]
     assert team["participant"][0]["period"]["start"] == "2026-06-11"  # next-day rule
+
+
+# -- the batch: transactions, re-runs, failures, concurrent changes -------------------------------
+
+
+@pytest.fixture
+def five(store: FhirStore) -> FhirStore:
+    """Two PCPs and five members m1..m5, all assignable by distance."""
+    items: list[Any] = [*world.role("near", miles=1), *world.role("far", miles=9)]
+    for i in range(1, 6):
+        items += [world.patient(f"m{i}", line=f"{i} Oak Ave"), world.coverage(f"m{i}")]
+    world.put_all(store, items)
+    return store
+
+
+def _pcp_of(store: FhirStore, pid: str) -> str | None:
+    gps = _read(store, "Patient", pid).get("generalPractitioner", [])
+    return str(gps[0]["reference"]) if gps else None
+
+
+def test_batch_writes_chunk_by_chunk_with_one_provenance_per_transaction(
+    five: FhirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "_CHUNK", 2)
+    seen: list[tuple[int, int]] = []
+    outcomes = _service(five).assign_all(
+        "default", progress=lambda done, total: seen.append((done, total))
+    )
+    assert seen == [(2, 5), (4, 5), (5, 5)]
+    assert [o.decision.member for o in outcomes] == ["m1", "m2", "m3", "m4", "m5"]
+    assert all(o.written for o in outcomes)
+    provenances = _all(five, "Provenance")
+    assert sorted(len(p["target"]) for p in provenances) == [4, 8, 8]
+    targets = [t["reference"] for p in provenances for t in p["target"]]
+    for pid in ("m1", "m2", "m3", "m4", "m5"):
+        [task] = _all(five, "Task", [("patient", f"Patient/{pid}")])
+        [notice] = _all(five, "Communication", [("patient", f"Patient/{pid}")])
+        [team] = _all(five, "CareTeam", [("patient", f"Patient/{pid}")])
+        version = _read(five, "Patient", pid)["meta"]["versionId"]
+        mine = {
+            f"Patient/{pid}/_history/{version}",
+            f"CareTeam/{team['id']}",
+            f"Task/{task['id']}",
+            f"Communication/{notice['id']}",
+        }
+        assert sorted(t for t in targets if t in mine) == sorted(mine)  # each listed once
+        assert task["owner"]["reference"] == _pcp_of(five, pid)
+
+
+def test_a_failure_inside_a_transaction_leaves_nothing_half_written_and_a_rerun_finishes(
+    five: FhirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "_CHUNK", 2)
+
+    def failing_notice(a: Any) -> dict[str, Any]:
+        if a.patient_id == "m4":
+            raise RuntimeError("notice service down")
+        return member_notice(a)
+
+    monkeypatch.setattr(service_module, "member_notice", failing_notice)
+    service = _service(five)
+    with pytest.raises(RuntimeError, match="notice service down"):
+        service.assign_all("default")
+    # m1 and m2 were committed; the transaction of m3 and m4 was rolled back whole
+    assert _count(five) == 2
+    assert _pcp_of(five, "m3") is None and _all(five, "Task", [("patient", "Patient/m3")]) == []
+    monkeypatch.setattr(service_module, "member_notice", member_notice)
+    rest = service.assign_all("default")
+    assert [(o.decision.member, o.written) for o in rest] == [
+        ("m3", True),
+        ("m4", True),
+        ("m5", True),
+    ]
+    assert _count(five) == 5
+    assert len(_all(five, "Task")) == 5 and len(_all(five, "Communication")) == 5
+    assert len(_all(five, "CareTeam")) == 5
+
+
+def test_a_member_assigned_while_the_batch_runs_keeps_that_assignment(
+    five: FhirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "_CHUNK", 1)
+    service = _service(five)
+
+    def m3_chooses(done: int, total: int) -> None:
+        if done == 1:
+            service.choose("default", "m3", "far")
+
+    outcomes = {o.decision.member: o for o in service.assign_all("default", progress=m3_chooses)}
+    assert not outcomes["m3"].written and outcomes["m4"].written
+    [row] = service.assignments_of("m3", current_only=False)
+    assert (row["pcp"], row["kind"], row["status"]) == ("PractitionerRole/far", "choice", "active")
+    assert len(_all(five, "Task", [("patient", "Patient/m3")])) == 1
+    assert _pcp_of(five, "m3") == "PractitionerRole/far"
+
+
+def test_a_patient_edited_while_the_batch_runs_keeps_the_edit(
+    five: FhirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "_CHUNK", 1)
+    phone = [{"system": "phone", "value": "555-0100"}]
+
+    def edit_m3(done: int, total: int) -> None:
+        if done == 1:
+            five.update("Patient", "m3", {**_read(five, "Patient", "m3"), "telecom": phone})
+
+    _service(five).assign_all("default", progress=edit_m3)
+    m3 = _read(five, "Patient", "m3")
+    assert m3["telecom"] == phone
+    assert m3["generalPractitioner"][0]["reference"].startswith("PractitionerRole/")
+    assert m3["meta"]["versionId"] == "3"
+
+
+def test_a_rerun_over_unchanged_data_writes_nothing(store: FhirStore) -> None:
+    world.put_all(
+        store,
+        [
+            *world.role("near", miles=1),
+            world.patient("m1"),
+            world.coverage("m1"),
+            world.patient("m2", miles=None),  # no coordinates: left unassigned
+            world.coverage("m2"),
+        ],
+    )
+    clock = Clock()
+    service = _service(store, clock)
+    first = service.assign_all("default")
+    assert [(o.decision.member, o.written) for o in first] == [("m1", True), ("m2", False)]
+    versions = len(store.history(count=1000).entries)
+    unassigned = service.assignments_of("m2", current_only=True)
+    clock.now = world.NOW + timedelta(days=1)
+    again = service.assign_all("default")
+    assert [(o.decision.member, o.written) for o in again] == [("m2", False)]
+    assert len(store.history(count=1000).entries) == versions
+    assert service.assignments_of("m2", current_only=True) == unassigned
+
+
+def test_only_primary_care_visits_make_a_history(store: FhirStore) -> None:
+    inpatient = {
+        **world.visit("m", "ward", "2026-03-01"),
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+    }
+    world.put_all(
+        store,
+        [
+            *world.role("ward", miles=20),
+            *world.role("clinic", miles=25),
+            *world.role("near", miles=1),
+            world.patient("m"),
+            world.coverage("m"),
+            inpatient,
+            {**inpatient, "id": "enc-ward-2"},
+            world.visit("m", "clinic", "2026-02-01"),
+        ],
+    )
+    [out] = _service(store).assign_all("default")
+    assert (out.decision.rule, out.decision.pcp) == ("own-history", "clinic")
+
+
+def test_two_batches_at_once_assign_each_member_once(
+    five: FhirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "_CHUNK", 2)
+    results: list[list[Any]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(_service(five).assign_all("default"))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == [] and len(results) == 2
+    assert sum(o.written for outcomes in results for o in outcomes) == 5
+    assert _count(five) == 5
+    assert len(_all(five, "Task")) == 5 and len(_all(five, "Communication")) == 5
+    assert len(_all(five, "CareTeam")) == 5
