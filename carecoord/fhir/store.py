@@ -204,6 +204,7 @@ class Writer:
         self._rids: list[int] = []
         self._last_rid = 0
         self._index: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in KINDS}
+        self._indexed: set[int] = set()  # rids with rows in ``_index``
 
     @property
     def conn(self) -> Connection:
@@ -246,6 +247,7 @@ class Writer:
                 cur.executemany(self._sql.index_insert[kind], rows)
                 cur.close()
                 self._index[kind] = []
+        self._indexed.clear()
 
     # -- conditional lookups ------------------------------------------------------------------
 
@@ -550,19 +552,19 @@ class Writer:
         self._db.execute(sql, params).close()
 
     def _run_deferred(self) -> None:
-        """Run the held-back statements in order, consecutive ones of a kind as one batch."""
+        """Run the held-back statements, one ``executemany`` per statement."""
         pending, self._deferred = self._deferred, []
-        start = 0
+        # One batch per statement, in order of first use: statements of different kinds touch
+        # different rows or tables here (a read in between flushes first), and each kind keeps
+        # its own order.
+        batches: dict[str, list[tuple[Any, ...]]] = {}
+        for sql, params in pending:
+            batches.setdefault(sql, []).append(params)
         try:
-            while start < len(pending):
-                sql = pending[start][0]
-                end = start + 1
-                while end < len(pending) and pending[end][0] is sql:
-                    end += 1
+            for sql, rows in batches.items():
                 cur = self._db.cursor()
-                cur.executemany(sql, [params for _, params in pending[start:end]])
+                cur.executemany(sql, rows)
                 cur.close()
-                start = end
         except Exception as exc:
             if _is_unique_violation(exc):
                 # Another writer created one of these ids first: run the whole unit again.
@@ -625,9 +627,11 @@ class Writer:
         )
 
     def _clear_index(self, rid: int) -> None:
-        for kind, rows in self._index.items():
-            if rows:
-                self._index[kind] = [r for r in rows if r[0] != rid]
+        if rid in self._indexed:  # rows of this resource still buffered: drop them
+            self._indexed.discard(rid)
+            for kind, rows in self._index.items():
+                if rows:
+                    self._index[kind] = [r for r in rows if r[0] != rid]
         for sql in self._sql.index_delete.values():
             self._one_write(sql, (rid,))
 
@@ -642,6 +646,7 @@ class Writer:
         for kind, kind_rows in rows.items():
             if kind_rows:
                 self._index[kind].extend((rid, res_type, *row) for row in kind_rows)
+        self._indexed.add(rid)
 
 
 _VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
