@@ -201,7 +201,6 @@ class Writer:
         #: round trip), run in order with ``executemany`` (one pipeline); rids come from the
         #: sequence in blocks.
         self._deferred: list[tuple[str, tuple[Any, ...]]] = []
-        self._rids: list[int] = []
         self._last_rid = 0
         self._index: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in KINDS}
         self._indexed: set[int] = set()  # rids with rows in ``_index``
@@ -572,13 +571,9 @@ class Writer:
             raise
 
     def _next_rid(self) -> int:
-        """PostgreSQL: a row id from the sequence, fetched in blocks of up to 64."""
-        if not self._rids:
-            size = 8 if self._last_rid == 0 else 64
-            cur = self._db.execute(self._sql.next_rids, (size,))
-            self._rids = [row[0] for row in cur.fetchall()][::-1]
-            cur.close()
-        return self._rids.pop()
+        """PostgreSQL: a row id from the store's block of sequence values (one round trip per
+        64 rows, for all writers; values a crash leaves unused are gaps, as sequences allow)."""
+        return self.store._take_rid(self._db)
 
     def _exists(self, res_type: str, res_id: str) -> bool:
         return self._one(self._sql.exists, (res_type, res_id)) is not None
@@ -652,6 +647,9 @@ class Writer:
 _VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
+_RID_BLOCK = 64
+
+
 def _lock_digest(key: str) -> int:
     """A signed 64-bit advisory-lock key for ``key``."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") - (1 << 63)
@@ -710,6 +708,8 @@ class FhirStore:
             if self.inline_reads and engine.url.database not in (None, "", ":memory:")
             else None
         )
+        self._rid_block: list[int] = []  # PostgreSQL: sequence values taken, not yet used
+        self._rid_lock = threading.Lock()
         #: Waits until the AuditEvents of recent accesses are stored (the audit journal's
         #: ``settle``); every read and search of AuditEvents calls it first.
         self.settle_audit: Callable[[], bool] | None = None
@@ -843,6 +843,14 @@ class FhirStore:
         return self.write(lambda w: w.delete(res_type, res_id), policy=policy)
 
     # -- reads -----------------------------------------------------------------------------------
+
+    def _take_rid(self, db: Any) -> int:
+        with self._rid_lock:
+            if not self._rid_block:
+                cur = db.execute(self._sql.next_rids, (_RID_BLOCK,))
+                self._rid_block = [row[0] for row in cur.fetchall()][::-1]
+                cur.close()
+            return self._rid_block.pop()
 
     def _settled(self, res_type: str | None) -> None:
         """Before AuditEvents are read: every access made so far is among them."""
