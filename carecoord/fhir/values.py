@@ -99,6 +99,8 @@ _COMBINING = re.compile(r"[\u0300-\u036f]")
 
 def normalize_string(value: str) -> str:
     """Case- and accent-insensitive form used for string search (FHIR default matching)."""
+    if value.isascii():  # nothing to decompose (most names and addresses): same result, faster
+        return value.lower().strip()
     decomposed = unicodedata.normalize("NFKD", value)
     return _COMBINING.sub("", decomposed).casefold().strip()
 
