@@ -232,7 +232,23 @@ class Writer:
             cur.close()
 
     def flush(self) -> None:
-        """Write held-back resource rows, then buffered version and index rows."""
+        """Write held-back resource rows, then buffered version and index rows (PostgreSQL:
+        all of them in one pipeline, one round trip)."""
+        if not (self._deferred or self._versions or self._indexed):
+            return
+        if not self._pg:
+            self._flush_rows()
+            return
+        try:
+            with self._db.pipeline():
+                self._flush_rows()
+        except Exception as exc:
+            if _is_unique_violation(exc):
+                # Another writer created one of these ids first: run the whole unit again.
+                raise RetryableConflict("a resource was created concurrently") from exc
+            raise
+
+    def _flush_rows(self) -> None:
         if self._deferred:
             self._run_deferred()
         if self._versions:
