@@ -197,9 +197,8 @@ class Writer:
         self._sql = dialect_sql(self._pg)
         self._db: Any = conn.connection.driver_connection
         self._versions: list[tuple[Any, ...]] = []
-        #: PostgreSQL: resource-row statements held back until the next flush (each would be a
-        #: round trip), run in order with ``executemany`` (one pipeline); rids come from the
-        #: sequence in blocks.
+        #: PostgreSQL: resource-row statements held back until the next flush or read (each would
+        #: be a round trip), sent with ``executemany``; rids come from the store's block.
         self._deferred: list[tuple[str, tuple[Any, ...]]] = []
         self._last_rid = 0
         self._index: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in KINDS}
@@ -223,8 +222,7 @@ class Writer:
             self.access, self.internal = access, internal
 
     def _one(self, sql: str, params: tuple[Any, ...]) -> Any:
-        if self._deferred:
-            self._run_deferred()
+        self._run_deferred()
         cur = self._db.execute(sql, params)
         try:
             return cur.fetchone()
@@ -239,18 +237,11 @@ class Writer:
         if not self._pg:
             self._flush_rows()
             return
-        try:
-            with self._db.pipeline():
-                self._flush_rows()
-        except Exception as exc:
-            if _is_unique_violation(exc):
-                # Another writer created one of these ids first: run the whole unit again.
-                raise RetryableConflict("a resource was created concurrently") from exc
-            raise
+        with _created_concurrently(), self._db.pipeline():
+            self._flush_rows()
 
     def _flush_rows(self) -> None:
-        if self._deferred:
-            self._run_deferred()
+        self._run_deferred()
         if self._versions:
             cur = self._db.cursor()
             cur.executemany(self._sql.insert_version, self._versions)
@@ -275,8 +266,7 @@ class Writer:
         """:meth:`lock` for several keys, taken in the given order, in one round trip (callers
         give every writer the same order, e.g. sorted, so that none waits in a cycle)."""
         if self._pg and keys:
-            if self._deferred:
-                self._run_deferred()
+            self._run_deferred()
             cur = self._db.execute(self._sql.advisory_locks, ([_lock_digest(k) for k in keys],))
             cur.fetchall()
             cur.close()
@@ -490,8 +480,7 @@ class Writer:
 
     def types_with_id(self, res_id: str) -> list[str]:
         """Types that have a live resource with this id (to resolve a bare ``urn:uuid``)."""
-        if self._deferred:
-            self._run_deferred()
+        self._run_deferred()
         cur = self._db.execute(self._sql.types_with_id, (res_id, False))
         try:
             return [row[0] for row in cur.fetchall()]
@@ -568,6 +557,8 @@ class Writer:
 
     def _run_deferred(self) -> None:
         """Run the held-back statements, one ``executemany`` per statement."""
+        if not self._deferred:
+            return
         pending, self._deferred = self._deferred, []
         # One batch per statement, in order of first use: statements of different kinds touch
         # different rows or tables here (a read in between flushes first), and each kind keeps
@@ -575,16 +566,11 @@ class Writer:
         batches: dict[str, list[tuple[Any, ...]]] = {}
         for sql, params in pending:
             batches.setdefault(sql, []).append(params)
-        try:
+        with _created_concurrently():
             for sql, rows in batches.items():
                 cur = self._db.cursor()
                 cur.executemany(sql, rows)
                 cur.close()
-        except Exception as exc:
-            if _is_unique_violation(exc):
-                # Another writer created one of these ids first: run the whole unit again.
-                raise RetryableConflict("a resource was created concurrently") from exc
-            raise
 
     def _next_rid(self) -> int:
         """PostgreSQL: a row id from the store's block of sequence values (one round trip per
@@ -612,18 +598,11 @@ class Writer:
                 )
             )
         else:
-            try:
+            with _created_concurrently(f"{res_type}/{res_id}"):
                 row = self._one(
                     self._sql.insert_resource,
                     (res_type, res_id, self.now, False, self._sql.content_param(content)),
                 )
-            except Exception as exc:
-                if _is_unique_violation(exc):
-                    # Another writer created the same id first: run the whole unit again.
-                    raise RetryableConflict(
-                        f"{res_type}/{res_id} was created concurrently"
-                    ) from exc
-                raise
             rid = row[0]
         self._last_rid = rid
         self._version_row(rid, res_type, res_id, 1, method, content)
@@ -669,6 +648,18 @@ _RID_BLOCK = 64
 def _lock_digest(key: str) -> int:
     """A signed 64-bit advisory-lock key for ``key``."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") - (1 << 63)
+
+
+@contextmanager
+def _created_concurrently(what: str = "a resource") -> Iterator[None]:
+    """A duplicate key means another writer created the same id first: the whole unit of work
+    runs again (``RetryableConflict``)."""
+    try:
+        yield
+    except Exception as exc:
+        if _is_unique_violation(exc):
+            raise RetryableConflict(f"{what} was created concurrently") from exc
+        raise
 
 
 def _is_unique_violation(exc: Exception) -> bool:
