@@ -147,9 +147,8 @@ class AuditJournal:
                 raise JournalError("the audit journal could not be written (short write)")
             current.size += written
             self._appended += written
-            waiting = self._appended - self._stored
         self._ensure_thread()
-        if waiting >= self.linger_bytes:
+        if self.backlog >= self.linger_bytes:
             with self._cond:
                 self._cond.notify_all()
 
@@ -260,11 +259,7 @@ class AuditJournal:
 
     def _urgent(self) -> bool:
         """Store more now: a batch's worth is waiting, somebody settles, or the journal stops."""
-        return (
-            self._stopping
-            or self._settling > 0
-            or self._appended - self._stored >= self.linger_bytes
-        )
+        return self._stopping or self._settling > 0 or self.backlog >= self.linger_bytes
 
     def _drain_own(self) -> None:
         """At close: store the rest of this process's files and remove them."""
@@ -290,7 +285,7 @@ class AuditJournal:
                 with self._cond:
                     self._stored += stored
                     self._cond.notify_all()
-                return True
+                return stored > 0  # 0: only an unfinished line is left; wait for its end
             if journal is not self._current:
                 with self._cond:
                     self._retired.remove(journal)
