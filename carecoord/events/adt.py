@@ -33,10 +33,16 @@ from carecoord.events.records import (
 )
 from carecoord.fhir.access import Agent
 from carecoord.fhir.errors import InvalidRequest, PreconditionFailed
-from carecoord.fhir.store import Clock, FhirStore, StoredResource, WriteHook, Writer
+from carecoord.fhir.store import (
+    Clock,
+    FhirStore,
+    StoredResource,
+    WriteHook,
+    Writer,
+    conditional_lock_key,
+)
 from carecoord.fhir.validation import validate_resource
 from carecoord.fhir.values import format_instant
-from carecoord.sync.upsert import lock_key
 from integrations.hl7v2 import (
     AdtMessage,
     FeedConfig,
@@ -95,7 +101,7 @@ def _upsert(
     The lock key is the store's conditional-update key, which the sync engine takes too before
     it looks for a resource to adopt by identifier: an ADT message and the first copy of the
     same stay from the EHR serialise, and the later of the two finds the other's resource."""
-    w.lock(lock_key(res_type, params))
+    w.lock(conditional_lock_key(res_type, params))
     found = w.find(res_type, params)
     if len(found) > 1:
         raise PreconditionFailed(f"Several {res_type} resources have the message's identifier")

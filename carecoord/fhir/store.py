@@ -76,6 +76,7 @@ __all__ = [
     "WriteHook",
     "WriteResult",
     "Writer",
+    "conditional_lock_key",
     "new_id",
 ]
 
@@ -343,7 +344,7 @@ class Writer:
         return counts
 
     def _locked_find(self, res_type: str, params: Sequence[tuple[str, str]]) -> list[str]:
-        self.lock(res_type + "?" + "&".join(f"{k}={v}" for k, v in sorted(params)))
+        self.lock(conditional_lock_key(res_type, params))
         return self.find(res_type, params)
 
     # -- interactions --------------------------------------------------------------------------
@@ -648,6 +649,12 @@ _RID_BLOCK = 64
 def _lock_digest(key: str) -> int:
     """A signed 64-bit advisory-lock key for ``key``."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") - (1 << 63)
+
+
+def conditional_lock_key(res_type: str, params: Sequence[tuple[str, str]]) -> str:
+    """The key a conditional create or update on ``params`` locks (:meth:`Writer.lock`): every
+    writer that finds a resource by the same search (e.g. an identifier) serialises on it."""
+    return res_type + "?" + "&".join(f"{k}={v}" for k, v in sorted(params))
 
 
 @contextmanager

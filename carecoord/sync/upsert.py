@@ -38,7 +38,7 @@ from sqlalchemy import false, select
 
 from carecoord.db import is_postgres
 from carecoord.fhir.errors import Forbidden
-from carecoord.fhir.store import Writer
+from carecoord.fhir.store import Writer, conditional_lock_key
 from carecoord.fhir.tables import idx_reference, idx_token, resources
 from carecoord.sync.identity import (
     Identity,
@@ -62,7 +62,6 @@ __all__ = [
     "business_identifiers",
     "from_source",
     "local_reference",
-    "lock_key",
     "upsert_from_source",
 ]
 
@@ -175,12 +174,6 @@ def already_stored(seen: Identity | None, version: str | None, updated: str | No
     return mine is not None and stored is not None and mine < stored
 
 
-def lock_key(res_type: str, params: Sequence[tuple[str, str]]) -> str:
-    """The key a conditional create or update on ``params`` locks (:meth:`Writer.lock`): every
-    writer that finds a resource by the same identifier serialises on it."""
-    return res_type + "?" + "&".join(f"{k}={v}" for k, v in sorted(params))
-
-
 def business_identifiers(resource: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(system, value) of each identifier of ``resource`` that has both, sorted, once each."""
     found: set[tuple[str, str]] = set()
@@ -282,7 +275,9 @@ def _adopt(
     )
     if not locks:
         return outcome
-    w.lock_many([lock_key(t, _identifier_params(system, value)) for t, system, value in locks])
+    w.lock_many(
+        [conditional_lock_key(t, _identifier_params(system, value)) for t, system, value in locks]
+    )
     if is_postgres(w.conn):  # (SQLite writers are serialised: nothing changed meanwhile)
         known.update(lookup(w.conn, connection, [item.key for item in items if wanted[item.key]]))
     items = [item for item in items if wanted[item.key] and not _pulled(known.get(item.key))]
