@@ -168,25 +168,23 @@ class GroupCommitter:
 
     def run(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in a transaction shared with other units; its result once committed."""
-        return self.submit(work).result()
-
-    def submit(self, work: Callable[[Connection], T]) -> Future[T]:
-        """Queue ``work``; the future holds its result once committed (or its error)."""
         if threading.current_thread() is self._thread:
             raise RuntimeError("a write unit cannot start another write unit")
         future: Future[T] = Future()
-        self._ensure_thread()
-        self._queue.put(_Unit(work, future))
-        return future
+        self._enqueue(_Unit(work, future))
+        return future.result()
 
     async def run_async(self, work: Callable[[Connection], T]) -> T:
         """:meth:`run` for the event loop: the results of a batch reach each loop in one
         call (no thread-safe future per unit)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._ensure_thread()
-        self._queue.put(_Unit(work, future, loop))
+        self._enqueue(_Unit(work, future, loop))
         return await future
+
+    def _enqueue(self, unit: _Unit) -> None:
+        self._ensure_thread()
+        self._queue.put(unit)
 
     def _ensure_thread(self) -> None:
         if self._thread is None:
@@ -271,11 +269,7 @@ def _deliver(outcomes: list[tuple[_Unit, bool, Any]]) -> None:
     for unit, ok, value in outcomes:
         unit.delivered = True
         if unit.loop is None:
-            future: Any = unit.future
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+            _complete(unit.future, ok, value)
         else:
             by_loop.setdefault(unit.loop, []).append((unit, ok, value))
     for loop, items in by_loop.items():
@@ -285,13 +279,15 @@ def _deliver(outcomes: list[tuple[_Unit, bool, Any]]) -> None:
 
 def _settle(items: list[tuple[_Unit, bool, Any]]) -> None:
     for unit, ok, value in items:
-        future: Any = unit.future
-        if future.done():  # cancelled: the client went away
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
+        if not unit.future.done():  # done: cancelled, the client went away
+            _complete(unit.future, ok, value)
+
+
+def _complete(future: Future[Any] | asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 _COMMITTERS: weakref.WeakKeyDictionary[Engine, GroupCommitter] = weakref.WeakKeyDictionary()
