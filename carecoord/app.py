@@ -114,6 +114,16 @@ class RequestLog:
                 )
 
 
+def _in_memory(engine: Engine) -> bool:
+    """An SQLite database that lives in this process only (no other process can store to it)."""
+    database = engine.url.database or ""
+    return engine.dialect.name == "sqlite" and (
+        database in ("", ":memory:")
+        or "mode=memory" in database
+        or engine.url.query.get("mode") == "memory"
+    )
+
+
 def create_app(
     settings: Settings, *, engine: Engine | None = None, clock: Clock | None = None
 ) -> FastAPI:
@@ -136,6 +146,7 @@ def create_app(
         journal_directory(
             settings.effective_audit_journal_dir, engine.url.render_as_string(hide_password=True)
         ),
+        process=settings.audit_store_process and not _in_memory(engine),
     )
     store.settle_audit = journal.settle
     async_reader = (

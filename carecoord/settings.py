@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         "answered, then stored as AuditEvents); default: data_dir/audit-journal. Keep it on a "
         "local disk that survives restarts.",
     )
+    audit_store_process: bool = Field(
+        default=True,
+        description="Store the audit journal from a process of its own instead of a thread of "
+        "the server, so that storing does not compete with requests for the interpreter lock "
+        "(ignored for an in-memory SQLite database).",
+    )
     secret_key: SecretStr | None = Field(
         default=None,
         description="Key that encrypts tokens at rest and signs session cookies; default: a key "

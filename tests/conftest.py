@@ -87,6 +87,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         data_dir=tmp_path / "data",
         secret_key="test-secret-key-0123456789abcdef-0123456789",
         run_worker_in_process=False,  # tests drive workers themselves
+        audit_store_process=False,  # the journal's own tests cover the storing process
     )
 
 

@@ -16,6 +16,10 @@ only ever replayed into the database it belongs to.
 
 :meth:`settle` waits until everything appended so far is stored: AuditEvent searches call it, so
 an auditor always sees every access made before the query.
+
+With ``process=True`` the thread hands each batch to a storing process of its own
+(:mod:`carecoord.audit.storer`) instead of storing it in this interpreter, so that the storing
+work does not compete with the requests for the interpreter lock.
 """
 
 from __future__ import annotations
@@ -40,10 +44,11 @@ import orjson
 from sqlalchemy import delete, insert, select, update
 
 from carecoord.audit.events import audit_index
+from carecoord.audit.storer import StorerProcess
 from carecoord.audit.tables import audit_journals
 from carecoord.fhir.store import FhirStore, Writer
 
-__all__ = ["AuditJournal", "JournalError", "journal_directory", "settle_all"]
+__all__ = ["AuditJournal", "JournalError", "journal_directory", "settle_all", "store_range"]
 
 log = logging.getLogger("carecoord.audit")
 
@@ -85,6 +90,9 @@ class _File:
     fd: int
     size: int = 0  # bytes appended (own file) or present (an orphan's) so far
     ingested: int = 0  # bytes of it already stored
+    #: A storing attempt failed: it may have committed all the same (e.g. the connection broke
+    #: after the commit), so the stored offset is read back before the next attempt.
+    unsure: bool = False
 
 
 class AuditJournal:
@@ -100,6 +108,7 @@ class AuditJournal:
         idle_seconds: float = 0.2,
         linger_bytes: int = 256 << 10,
         retry_seconds: float = 1.0,
+        process: bool = False,
     ) -> None:
         self.store = store
         self.directory = directory
@@ -121,6 +130,11 @@ class AuditJournal:
         self._closed = False
         self._settling = 0
         self._failing: str | None = None
+        self._storer = (
+            StorerProcess(store.engine.url.render_as_string(hide_password=False))
+            if process
+            else None
+        )
         _LIVE.add(self)
 
     # -- appending (request side) -----------------------------------------------------------
@@ -228,6 +242,8 @@ class AuditJournal:
         else:
             self._drain_own()
         self._thread = None
+        if self._storer is not None:
+            self._storer.close()
 
     def _run(self) -> None:
         self.recover()
@@ -243,9 +259,10 @@ class AuditJournal:
                         break  # the rest waits for a full batch (or the idle timer)
                 self._failing = None
             except Exception as exc:  # kept in the journal, retried after a pause
-                if self._failing != type(exc).__name__:
-                    log.error("audit journal: storing failed (%s); retrying", type(exc).__name__)
-                self._failing = type(exc).__name__
+                kind = getattr(exc, "kind", None) or type(exc).__name__
+                if self._failing != kind:
+                    log.error("audit journal: storing failed (%s); retrying", kind)
+                self._failing = kind
                 progressed = False
                 with self._cond:
                     if self._stopping:
@@ -294,14 +311,28 @@ class AuditJournal:
         return False
 
     def _store_batch(self, journal: _File, end: int) -> int:
-        """Store up to ``batch`` events of ``journal`` from its offset; returns bytes consumed."""
-        events, consumed = _read_events(journal.fd, journal.ingested, end, self.batch, journal.name)
-        if consumed == 0:
-            return 0
-        offset = journal.ingested + consumed
-        self.store.write(lambda w: _store(w, journal.name, events, offset))
-        journal.ingested = offset
-        return consumed
+        """Store up to ``batch`` events of ``journal`` from its offset; returns the bytes now
+        stored (after a failed attempt, also those that attempt committed after all)."""
+        moved = 0
+        if journal.unsure:
+            stored = self._offset(journal.name)
+            if stored > journal.ingested:
+                moved, journal.ingested = stored - journal.ingested, stored
+            journal.unsure = False
+        if journal.ingested >= end:
+            return moved
+        journal.unsure = True  # until the attempt is known to have committed, or not
+        if self._storer is not None:
+            consumed = self._storer.store(
+                journal.name, journal.fd, journal.ingested, end, self.batch
+            )
+        else:
+            consumed = store_range(
+                self.store, journal.fd, journal.name, journal.ingested, end, self.batch
+            )
+        journal.unsure = False
+        journal.ingested += consumed
+        return moved + consumed
 
     def _remove(self, journal: _File) -> None:
         """Delete a fully stored file, then its offset row (in that order: a crash in between
@@ -360,6 +391,16 @@ class AuditJournal:
                 select(audit_journals.c.ingested).where(audit_journals.c.name == name)
             ).scalar_one_or_none()
         return int(found or 0)
+
+
+def store_range(store: FhirStore, fd: int, name: str, start: int, end: int, limit: int) -> int:
+    """Store the whole lines of journal ``name`` (open as ``fd``) from ``start`` (at most
+    ``limit`` events, none past ``end``) and the new offset, in one transaction; returns the
+    bytes stored (0: only an unfinished line is there)."""
+    events, consumed = _read_events(fd, start, end, limit, name)
+    if consumed:
+        store.write(lambda w: _store(w, name, events, start + consumed))
+    return consumed
 
 
 def _read_events(

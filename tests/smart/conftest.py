@@ -61,6 +61,7 @@ def settings(database_url: str, tmp_path: Path, keys_template: Path) -> Settings
         config_dir=tmp_path / "config",
         keys_dir=keys,
         secret_key="test-secret-key-with-at-least-32-characters",
+        audit_store_process=False,
     )
 
 

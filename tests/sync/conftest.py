@@ -82,6 +82,7 @@ def settings(database_url: str, tmp_path: Path, keys_template: Path) -> Settings
         keys_dir=keys,
         secret_key="test-secret-key-0123456789abcdef-0123456789",
         run_worker_in_process=False,
+        audit_store_process=False,
     )
 
 

@@ -98,6 +98,7 @@ def remote_ehr(tmp_path: Path, settings: Settings) -> Iterator[RemoteEhr]:
         config_dir=folder / "config",
         secret_key="remote-ehr-secret-key-0123456789abcdef-0123",
         run_worker_in_process=False,
+        audit_store_process=False,
     )
     engine = make_engine(remote_settings.effective_database_url)
     upgrade(engine)
