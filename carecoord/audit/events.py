@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
+from datetime import datetime
 from collections.abc import Iterable
 from typing import Any
 
 from carecoord.fhir.access import Agent
 from carecoord.fhir.searchparams import IndexRows, parse_reference
-from carecoord.fhir.values import date_range
+from carecoord.fhir.values import date_range, to_micros
 
 __all__ = ["ACTIONS", "audit_event", "audit_index", "patients_in"]
 
@@ -142,6 +144,16 @@ def audit_event(
     return event
 
 
+def _recorded_range(recorded: str) -> tuple[int, int]:
+    """:func:`date_range` of ``recorded``; the service's own instants (UTC, microseconds, as
+    :func:`format_instant` writes them) are read directly."""
+    if len(recorded) == 27 and recorded[19] == "." and recorded[26] == "Z":
+        with contextlib.suppress(ValueError):
+            micros = to_micros(datetime.fromisoformat(recorded))
+            return micros, micros
+    return date_range(recorded)
+
+
 def audit_index(event: dict[str, Any]) -> IndexRows:
     """The search-index rows of an event made by :func:`audit_event`, built directly.
 
@@ -182,11 +194,10 @@ def audit_index(event: dict[str, Any]) -> IndexRows:
     for row in patients:
         if row not in reference:
             reference.append(row)
-    low, high = date_range(event["recorded"])
     return {
         "token": token,
         "string": [],
         "reference": reference,
-        "date": [("date", low, high)],
+        "date": [("date", *_recorded_range(event["recorded"]))],
         "number": [],
     }

@@ -10,6 +10,7 @@ from carecoord.audit.events import audit_event, audit_index, patients_in
 from carecoord.fhir.access import Agent
 from carecoord.fhir.searchparams import default_registry, extract_index
 from carecoord.fhir.validation import validate_resource
+from carecoord.fhir.values import format_instant
 
 EVENTS = [
     audit_event(
@@ -36,6 +37,14 @@ EVENTS = [
         patients=["p9"],
         outcome="4",
         outcome_desc="refused",
+    ),
+    audit_event(
+        interaction="search-type",
+        agent=Agent("client", "engine-1"),
+        recorded=format_instant(1_796_531_749_993_391),  # as the service records them
+        request_id="r2",
+        patients=["p3"],
+        query="Patient?_id=p3",
     ),
 ]
 
