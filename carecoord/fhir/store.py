@@ -884,7 +884,7 @@ class FhirStore:
         """``read`` on the event loop (PostgreSQL), for callers whose policy limits nothing."""
         if res_type == "AuditEvent":
             return await run_in_threadpool(self.read, res_type, res_id)
-        row = await reader.fetch_one(self._sql.read, (res_type, res_id))
+        row = await reader.read_current(res_type, res_id)
         return _read_row(self._sql, res_type, res_id, row)
 
     async def avread(
