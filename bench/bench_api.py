@@ -5,7 +5,8 @@
 Starts ``carecoord serve`` pinned to core 0 on a fresh database, drives it from core 1 with
 ``bench/http_load.py`` (httpx) and, when installed, ``wrk`` (read and empty endpoint, whose rates a
 Python client can saturate before the server does), stops it and prints a markdown table. Raw
-results go to ``bench/results/api-<db>.json``.
+results go to ``bench/results/api-<db>.json``. On PostgreSQL the database's processes are moved
+to core 1 for the run (``database_off_server_core``), as a database on its own host would be.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from common import (
     FAMILIES,
     cpu_model,
     database,
+    database_off_server_core,
     patient_bytes,
     pin_to_client_core,
     server,
@@ -280,6 +282,7 @@ def run(db: str, port: int, scale: float) -> list[Row]:
     secs = max(5, int(15 * scale))
     with (
         database(db, "cc_bench_api") as url,
+        database_off_server_core(db),
         server(url, port, RESULTS / f"server-{db}.log") as base,
     ):
         pin_to_client_core()
