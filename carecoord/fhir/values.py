@@ -9,8 +9,9 @@ from __future__ import annotations
 import calendar
 import re
 import unicodedata
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 __all__ = [
     "MAX_TIME",
@@ -49,11 +50,64 @@ def format_instant(micros: int) -> str:
 def date_range(value: str) -> tuple[int, int]:
     """The closed microsecond range a FHIR date, dateTime or instant covers.
 
-    Raises ValueError for anything that is not a FHIR date/dateTime/instant.
+    Raises ValueError for anything that is not a FHIR date/dateTime/instant. Results are cached:
+    the same few dates recur (a batch's timestamps, birth dates, a search's bounds).
     """
+    return _cached_date_range(value) if isinstance(value, str) else _date_range(value)
+
+
+def _date_range(value: str) -> tuple[int, int]:
     match = _DATE_RE.match(value.strip())
     if not match:
         raise ValueError(f"not a FHIR date/dateTime: {value!r}")
+    y, m, d, hh, mm, ss, frac, tz = match.groups()
+    year = int(y)
+    if not 1 < year < 9999:  # a range or time-zone shift may leave datetime's years
+        return _date_range_edge(match)
+    if m is None:
+        low = _day(year, 1, 1)
+        return low, _day(year + 1, 1, 1) - 1
+    month = int(m)
+    if d is None:
+        low = _day(year, month, 1)
+        return low, _day(year + month // 12, month % 12 + 1, 1) - 1
+    low = _day(year, month, int(d))
+    if hh is None:
+        return low, low + _DAY - 1
+    if mm is None:
+        raise ValueError(f"a time needs minutes: {value!r}")
+    hour, minute = int(hh), int(mm)
+    second = int(ss) if ss is not None else 0
+    if hour > 23 or minute > 59 or second > 59:
+        raise ValueError(f"not a FHIR time of day: {value!r}")
+    low += ((hour * 60 + minute) * 60 + second) * _US
+    if frac:
+        low += int((frac[1:] + "000000")[:6])
+    if tz and tz != "Z":
+        sign = 1 if tz[0] == "+" else -1
+        low -= sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60) * _US
+    if ss is None:
+        step = 60 * _US
+    elif frac:
+        step = 10 ** max(0, 6 - (len(frac) - 1))
+    else:
+        step = _US
+    return low, low + step - 1
+
+
+_cached_date_range = lru_cache(maxsize=4096)(_date_range)
+_DAY = 86_400 * _US
+_EPOCH_ORDINAL = _EPOCH.toordinal()
+
+
+def _day(year: int, month: int, day: int) -> int:
+    """Microseconds from the epoch to midnight UTC of a calendar day (ValueError if none)."""
+    return (date(year, month, day).toordinal() - _EPOCH_ORDINAL) * _DAY
+
+
+def _date_range_edge(match: re.Match[str]) -> tuple[int, int]:
+    """:func:`date_range` with datetime arithmetic, for the first and last years datetime
+    knows (where a range or a time-zone shift may leave them)."""
     g = match.groupdict()
     year = int(g["y"])
     offset = timedelta(0)
@@ -74,7 +128,7 @@ def date_range(value: str) -> tuple[int, int]:
         end = start + timedelta(days=1)
     else:
         if g["M"] is None:
-            raise ValueError(f"a time needs minutes: {value!r}")
+            raise ValueError(f"a time needs minutes: {match.string!r}")
         second = int(g["S"]) if g["S"] is not None else 0
         frac = g["f"] or ""
         micro = int((frac[1:] + "000000")[:6]) if frac else 0
