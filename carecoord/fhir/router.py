@@ -352,7 +352,7 @@ async def _blocking(store: FhirStore, call: Callable[[], T]) -> T:
     """Run a store call inline when the store says it cannot block, else in the threadpool."""
     if store.inline_reads:
         return call()
-    return await run_in_threadpool(call)
+    return await store.blocking(call)
 
 
 async def _guarded_read(

@@ -36,8 +36,11 @@ class Dialect:
         self.types_with_id = (
             f"SELECT res_type FROM resources WHERE res_id = {mark} AND deleted = {mark}"
         )
+        # A version row without content that is not a deletion shares the resource row's
+        # content (AuditEvents: their only version is always the current one).
+        version_content = "COALESCE(v.content, CASE WHEN v.method <> 'DELETE' THEN r.content END)"
         self.vread = (
-            f"SELECT v.last_updated, v.method, {content_out.replace('content', 'v.content')} "
+            f"SELECT v.last_updated, v.method, {content_out.replace('content', version_content)} "
             "FROM resource_versions v JOIN resources r ON r.rid = v.rid "
             f"WHERE r.res_type = {mark} AND r.res_id = {mark} AND v.version_id = {mark}"
         )

@@ -14,9 +14,10 @@ concurrent identical requests make one resource.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
-import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,9 +25,11 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import orjson
 from sqlalchemy import Connection, Engine, and_, false, func, or_, select
-from starlette.concurrency import run_in_threadpool
+from uuid_utils import uuid7
 
 from carecoord.db import (
     RetryableConflict,
@@ -89,8 +92,11 @@ def _utc_now() -> datetime:
 
 
 def new_id() -> str:
-    """A server-assigned logical id."""
-    return str(uuid.uuid4())
+    """A server-assigned logical id: a UUIDv7 (RFC 9562), random but time-ordered, so that the
+    ids of resources created one after another sit next to each other in the store's indexes
+    (by id, and by reference from other resources) instead of each landing on a page of its own,
+    as random UUIDv4s do."""
+    return str(uuid7())
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +155,11 @@ class HistoryPage:
 
 
 def _with_meta(
-    res_type: str, res_id: str, resource: dict[str, Any], version: int, now: int
+    res_type: str, res_id: str, resource: dict[str, Any], version: int, last_updated: str
 ) -> bytes:
     meta = dict(resource.get("meta") or {})
     meta["versionId"] = str(version)
-    meta["lastUpdated"] = format_instant(now)
+    meta["lastUpdated"] = last_updated
     body: dict[str, Any] = {"resourceType": res_type, "id": res_id, "meta": meta}
     for key, value in resource.items():
         if key not in body:
@@ -161,15 +167,19 @@ def _with_meta(
     return orjson.dumps(body)
 
 
-def _same_content(stored: bytes | None, resource: dict[str, Any]) -> bool:
-    if stored is None:
-        return False
-    old = orjson.loads(stored)
+def _same_content(old: dict[str, Any], resource: dict[str, Any]) -> bool:
+    """``resource`` says what the stored JSON ``old`` says (server-set meta aside)."""
+    old = dict(old)
     old_meta = {k: v for k, v in (old.pop("meta", None) or {}).items() if k not in _SERVER_META}
     new = dict(resource)
     new_meta = {k: v for k, v in (new.pop("meta", None) or {}).items() if k not in _SERVER_META}
     new.setdefault("id", old.get("id"))
     return bool(old == new and old_meta == new_meta)
+
+
+def _status(resource: dict[str, Any] | None) -> str | None:
+    status = resource.get("status") if isinstance(resource, dict) else None
+    return status if isinstance(status, str) else None
 
 
 _SERVER_META = ("versionId", "lastUpdated")
@@ -194,15 +204,23 @@ class Writer:
         #: The store's write hook; a unit of work may replace it for its own writes.
         self.on_written: WriteHook | None = store.on_written
         self.now = to_micros(store.clock())
+        self._now_text = format_instant(self.now)  # meta.lastUpdated of everything written
         self._pg = is_postgres(conn)
         self._sql = dialect_sql(self._pg)
         self._db: Any = conn.connection.driver_connection
         self._versions: list[tuple[Any, ...]] = []
-        #: PostgreSQL: resource-row statements held back until the next flush or read (each would
-        #: be a round trip), sent with ``executemany``; rids come from the store's block.
+        #: Resource-row statements held back until the next flush or read, sent with
+        #: ``executemany`` (PostgreSQL: each would be a round trip; SQLite: one driver call for
+        #: many rows): inserts on both databases, updates on PostgreSQL. Rids are known before the
+        #: insert runs (:meth:`_next_rid`).
         self._deferred: list[tuple[str, tuple[Any, ...]]] = []
         self._last_rid = 0
+        self._free_rid = 0  # SQLite: the next row id to use (0: not read yet)
         self._index: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in KINDS}
+        #: Per kind, resources whose stored index rows go at the next flush, before the buffered
+        #: rows are written; ``_unindexed_rids`` are all of them.
+        self._unindexed: dict[str, list[tuple[int]]] = {kind: [] for kind in KINDS}
+        self._unindexed_rids: set[int] = set()
         self._indexed: set[int] = set()  # rids with rows in ``_index``
 
     @property
@@ -231,9 +249,9 @@ class Writer:
             cur.close()
 
     def flush(self) -> None:
-        """Write held-back resource rows, then buffered version and index rows (PostgreSQL:
-        all of them in one pipeline, one round trip)."""
-        if not (self._deferred or self._versions or self._indexed):
+        """Write held-back resource rows, then drop the replaced index rows and write buffered
+        version and index rows (PostgreSQL: all of them in one pipeline, one round trip)."""
+        if not (self._deferred or self._versions or self._indexed or self._unindexed_rids):
             return
         if not self._pg:
             self._flush_rows()
@@ -243,6 +261,14 @@ class Writer:
 
     def _flush_rows(self) -> None:
         self._run_deferred()
+        if self._unindexed_rids:
+            for kind, rids in self._unindexed.items():
+                if rids:
+                    cur = self._db.cursor()
+                    cur.executemany(self._sql.index_delete[kind], rids)
+                    cur.close()
+                    self._unindexed[kind] = []
+            self._unindexed_rids.clear()
         if self._versions:
             cur = self._db.cursor()
             cur.executemany(self._sql.insert_version, self._versions)
@@ -356,8 +382,15 @@ class Writer:
         *,
         if_none_exist: Sequence[tuple[str, str]] | None = None,
         res_id: str | None = None,
+        known_new: bool = False,
     ) -> WriteResult:
-        """Create with a new id (or ``res_id``); with ``if_none_exist`` return the one match."""
+        """Create with a new id (or ``res_id``); with ``if_none_exist`` return the one match.
+
+        ``known_new``: the caller knows ``res_id`` names no resource, live or deleted (it made
+        the id up just now, or checked in this transaction, e.g. with :meth:`taken`), so the
+        existence query is skipped. Should it exist after all, the insert's unique key fails and
+        the unit of work is run again (``RetryableConflict``), as for a concurrent create.
+        """
         self._allowed(res_type, "c")
         if if_none_exist:
             found = self._locked_find(res_type, if_none_exist)
@@ -367,7 +400,7 @@ class Writer:
                 )
             if found:
                 return WriteResult(self.read(res_type, found[0]))
-        if res_id is not None and self._exists(res_type, res_id):
+        if res_id is not None and not known_new and self._exists(res_type, res_id):
             raise Conflict(f"{res_type}/{res_id} already exists")
         stored = self._insert(res_type, res_id or new_id(), self._stamp(resource), "POST")
         self._check_written(res_type, "c")
@@ -381,9 +414,14 @@ class Writer:
         resource: dict[str, Any],
         *,
         if_match: int | None = None,
+        known_new: bool = False,
     ) -> WriteResult:
-        """Update (or create with this id); ``if_match`` demands the current version."""
-        row = self._one(self._sql.lock_current, (res_type, res_id))
+        """Update (or create with this id); ``if_match`` demands the current version.
+
+        ``known_new``: the caller knows the resource does not exist, live or deleted (see
+        :meth:`create`): it is created with this id without reading the current row.
+        """
+        row = None if known_new else self._one(self._sql.lock_current, (res_type, res_id))
         if row is None:
             self._allowed(res_type, "c")
             if if_match is not None:
@@ -405,21 +443,21 @@ class Writer:
                 f"Version conflict on {res_type}/{res_id}: current version is {version}, "
                 f"If-Match asked for {if_match}"
             )
-        if not deleted and _same_content(stored, resource):
+        old = orjson.loads(stored) if stored is not None and not deleted else None
+        if old is not None and _same_content(old, resource):
             current = StoredResource(res_type, res_id, version, last_updated, stored)
             return WriteResult(current, unchanged=True)
         version += 1
-        content = _with_meta(res_type, res_id, resource, version, self.now)
+        content = _with_meta(res_type, res_id, resource, version, self._now_text)
         self._one_write(
             self._sql.update_resource,
             (version, self.now, False, self._sql.content_param(content), rid),
         )
         self._version_row(rid, res_type, res_id, version, "PUT", content)
-        self._clear_index(rid)
-        self._index_rows(rid, res_type, content)
+        self._reindex(rid, res_type, content)
         self._check_written(res_type, "u", rid)
         written = StoredResource(res_type, res_id, version, self.now, content)
-        self._notify(res_type, written, None if deleted else stored)
+        self._notify(res_type, written, _status(old))
         return WriteResult(written, created=bool(deleted))
 
     def conditional_update(
@@ -465,12 +503,36 @@ class Writer:
         self._clear_index(rid)
         return WriteResult(StoredResource(res_type, res_id, version, self.now, None))
 
-    def audit(self, event: dict[str, Any], index: IndexRows | None = None) -> StoredResource:
+    def audit(
+        self, event: dict[str, Any], index: IndexRows | None = None, *, res_id: str | None = None
+    ) -> StoredResource:
         """Append an AuditEvent (the service's own record: no access check applies).
 
         ``index``: its search-index rows when the caller has them already (saves extraction).
+        ``res_id``: its id when the caller assigns one (new, like :func:`new_id`'s; a duplicate
+        fails the insert and the unit of work is run again), else a new one.
         """
-        return self._insert("AuditEvent", new_id(), event, "POST", index)
+        return self._insert(
+            "AuditEvent", res_id or new_id(), event, "POST", index, shared_content=True
+        )
+
+    def taken(self, res_type: str, res_ids: Iterable[str]) -> set[str]:
+        """Those of ``res_ids`` that name a resource of ``res_type``, live or deleted (an id once
+        used stays taken: a create with it is a conflict, an update revives it)."""
+        wanted = sorted(set(res_ids))
+        found: set[str] = set()
+        if not wanted:
+            return found
+        self.flush()
+        r = resources
+        for start in range(0, len(wanted), _ID_BATCH):
+            part = wanted[start : start + _ID_BATCH]
+            found.update(
+                self._conn.execute(
+                    select(r.c.res_id).where(r.c.res_type == res_type, r.c.res_id.in_(part))
+                ).scalars()
+            )
+        return found
 
     def read(self, res_type: str, res_id: str) -> StoredResource:
         row = self._one(self._sql.read, (res_type, res_id))
@@ -543,12 +605,10 @@ class Writer:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _notify(self, res_type: str, stored: StoredResource, previous: bytes | None) -> None:
+    def _notify(self, res_type: str, stored: StoredResource, status: str | None) -> None:
         """Run the write hook, if any, with the previous version's status."""
-        if self.on_written is None:
-            return
-        status = orjson.loads(previous).get("status") if previous else None
-        self.on_written(self, res_type, stored, status if isinstance(status, str) else None)
+        if self.on_written is not None:
+            self.on_written(self, res_type, stored, status)
 
     def _one_write(self, sql: str, params: tuple[Any, ...]) -> None:
         if self._pg:
@@ -574,9 +634,20 @@ class Writer:
                 cur.close()
 
     def _next_rid(self) -> int:
-        """PostgreSQL: a row id from the store's block of sequence values (one round trip per
-        64 rows, for all writers; values a crash leaves unused are gaps, as sequences allow)."""
-        return self.store._take_rid(self._db)
+        """The row id of a new resource row, known before its (held-back) insert runs.
+
+        PostgreSQL: from the store's block of sequence values (one round trip per 64 rows, for
+        all writers; values a crash leaves unused are gaps, as sequences allow). SQLite: one past
+        the highest row id, as SQLite itself would choose; the writer holds the database's only
+        write lock, so it reads the highest id once and counts on from there.
+        """
+        if self._pg:
+            return self.store._take_rid(self._db)
+        if not self._free_rid:
+            self._free_rid = int(self._one(_MAX_RID, ())[0] or 0) + 1
+        rid = self._free_rid
+        self._free_rid += 1
+        return rid
 
     def _exists(self, res_type: str, res_id: str) -> bool:
         return self._one(self._sql.exists, (res_type, res_id)) is not None
@@ -588,25 +659,23 @@ class Writer:
         resource: dict[str, Any],
         method: str,
         index: IndexRows | None = None,
+        *,
+        shared_content: bool = False,
     ) -> StoredResource:
-        content = _with_meta(res_type, res_id, resource, 1, self.now)
-        if self._pg:
-            rid = self._next_rid()
-            self._deferred.append(
-                (
-                    self._sql.insert_resource_with_rid,
-                    (rid, res_type, res_id, self.now, False, self._sql.content_param(content)),
-                )
+        """Insert version 1. ``shared_content``: the version row keeps no copy of the content
+        (vread and history take the resource row's): for resources that never get a second
+        version (AuditEvents), whose content would otherwise be stored twice."""
+        content = _with_meta(res_type, res_id, resource, 1, self._now_text)
+        rid = self._next_rid()
+        # Held back on both databases: the next read or flush runs the inserts together.
+        self._deferred.append(
+            (
+                self._sql.insert_resource_with_rid,
+                (rid, res_type, res_id, self.now, False, self._sql.content_param(content)),
             )
-        else:
-            with _created_concurrently(f"{res_type}/{res_id}"):
-                row = self._one(
-                    self._sql.insert_resource,
-                    (res_type, res_id, self.now, False, self._sql.content_param(content)),
-                )
-            rid = row[0]
+        )
         self._last_rid = rid
-        self._version_row(rid, res_type, res_id, 1, method, content)
+        self._version_row(rid, res_type, res_id, 1, method, None if shared_content else content)
         self._index_rows(rid, res_type, content, index)
         return StoredResource(res_type, res_id, 1, self.now, content)
 
@@ -617,14 +686,44 @@ class Writer:
             (rid, version, res_type, res_id, self.now, method, self._sql.content_param(content))
         )
 
-    def _clear_index(self, rid: int) -> None:
+    def _clear_index(self, rid: int, kinds: Iterable[str] = KINDS) -> None:
+        """Drop the resource's index rows of these kinds (buffered ones now, stored ones at the
+        next flush)."""
         if rid in self._indexed:  # rows of this resource still buffered: drop them
             self._indexed.discard(rid)
             for kind, rows in self._index.items():
                 if rows:
                     self._index[kind] = [r for r in rows if r[0] != rid]
-        for sql in self._sql.index_delete.values():
-            self._one_write(sql, (rid,))
+        for kind in kinds:
+            self._unindexed[kind].append((rid,))
+        self._unindexed_rids.add(rid)
+
+    def _reindex(self, rid: int, res_type: str, content: bytes) -> None:
+        """Replace the index rows of a stored resource with those of its new ``content``.
+
+        SQLite: the stored rows are read first (one local query) and only the kinds whose rows
+        change are deleted and written again; an update that leaves, say, a Patient's birth date
+        and address as they were rewrites none of their rows (nor the index pages they sit on,
+        which a commit would write out). Only when nothing of the resource's index is still
+        buffered or waiting to be deleted: then the stored rows are the whole truth. PostgreSQL
+        (where the read would be a round trip): every kind is replaced.
+        """
+        rows = extract_index(res_type, orjson.loads(content), self.store.registry)
+        if self._pg or rid in self._indexed or rid in self._unindexed_rids:
+            self._clear_index(rid)
+            self._index_rows(rid, res_type, content, rows)
+            return
+        stored: IndexRows = {kind: [] for kind in KINDS}
+        cur = self._db.execute(_STORED_INDEX_ROWS, (rid,) * len(KINDS))
+        for row in cur.fetchall():
+            kind = KINDS[row[0]]
+            stored[kind].append(row[1 : 2 + _INDEX_WIDTH[kind]])
+        cur.close()
+        changed = [kind for kind in KINDS if rows[kind] != stored[kind]]
+        if not changed:
+            return
+        self._clear_index(rid, [kind for kind in changed if stored[kind]])
+        self._index_rows(rid, res_type, content, {kind: rows[kind] for kind in changed})
 
     def _index_rows(
         self, rid: int, res_type: str, content: bytes, index: IndexRows | None = None
@@ -636,7 +735,7 @@ class Writer:
         )
         for kind, kind_rows in rows.items():
             if kind_rows:
-                self._index[kind].extend((rid, res_type, *row) for row in kind_rows)
+                self._index[kind] += [(rid, res_type, *row) for row in kind_rows]
         self._indexed.add(rid)
 
 
@@ -644,6 +743,25 @@ _VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search
 
 
 _RID_BLOCK = 64
+#: Value columns of each kind's index table, in the order :func:`extract_index` gives them.
+_INDEX_COLUMNS = {
+    "token": ("system", "code"),
+    "string": ("value", "exact"),
+    "reference": ("target_type", "target_id", "url"),
+    "date": ("low", "high"),
+    "number": ("value", "system", "code"),
+}
+_INDEX_WIDTH = {kind: len(columns) for kind, columns in _INDEX_COLUMNS.items()}
+#: SQLite: a resource's stored index rows, as (kind number, param, values..., padding).
+_STORED_INDEX_ROWS = " UNION ALL ".join(
+    f"SELECT {n}, param, "
+    + ", ".join(_INDEX_COLUMNS[kind] + ("NULL",) * (3 - _INDEX_WIDTH[kind]))
+    + f" FROM idx_{kind} WHERE rid = ?"
+    for n, kind in enumerate(KINDS)
+)
+#: Ids per ``IN (...)`` list of :meth:`Writer.taken`.
+_ID_BATCH = 1000
+_MAX_RID = "SELECT max(rid) FROM resources"
 
 
 def _lock_digest(key: str) -> int:
@@ -723,6 +841,10 @@ class FhirStore:
             else None
         )
         self._rid_block: list[int] = []  # PostgreSQL: sequence values taken, not yet used
+        #: Per event loop, the slots of :meth:`blocking` (one per pooled connection).
+        self._limiters: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, anyio.CapacityLimiter
+        ] = weakref.WeakKeyDictionary()
         self._rid_lock = threading.Lock()
         #: Waits until the AuditEvents of recent accesses are stored (the audit journal's
         #: ``settle``); every read and search of AuditEvents calls it first.
@@ -798,8 +920,22 @@ class FhirStore:
         and awaits it (no threadpool thread waits in between); PostgreSQL runs it in the
         threadpool."""
         if self._committer is None:
-            return await run_in_threadpool(self.write, work, policy=policy)
+            return await self.blocking(lambda: self.write(work, policy=policy))
         return await self._committer.run_async(self._unit(work, policy))
+
+    async def blocking(self, call: Callable[[], T]) -> T:
+        """Run a blocking store call from the event loop, in the threadpool, with at most as many
+        at once as the engine's pool keeps connections: more would each open and close a
+        connection of their own (the pool's overflow) and take turns for the interpreter lock;
+        instead they wait on the loop for a free slot."""
+        loop = asyncio.get_running_loop()
+        limiter = self._limiters.get(loop)
+        if limiter is None:
+            size = getattr(self.engine.pool, "size", None)
+            limiter = self._limiters[loop] = anyio.CapacityLimiter(
+                max(1, size() if callable(size) else 10)
+            )
+        return await anyio.to_thread.run_sync(call, limiter=limiter)
 
     def _unit(
         self, work: Callable[[Writer], T], policy: AccessPolicy | None
@@ -883,7 +1019,7 @@ class FhirStore:
     async def aread(self, res_type: str, res_id: str, reader: AsyncReader) -> StoredResource:
         """``read`` on the event loop (PostgreSQL), for callers whose policy limits nothing."""
         if res_type == "AuditEvent":
-            return await run_in_threadpool(self.read, res_type, res_id)
+            return await self.blocking(lambda: self.read(res_type, res_id))
         row = await reader.read_current(res_type, res_id)
         return _read_row(self._sql, res_type, res_id, row)
 
@@ -891,7 +1027,7 @@ class FhirStore:
         self, res_type: str, res_id: str, version: int, reader: AsyncReader
     ) -> StoredResource:
         if res_type == "AuditEvent":
-            return await run_in_threadpool(self.vread, res_type, res_id, version)
+            return await self.blocking(lambda: self.vread(res_type, res_id, version))
         row = await reader.fetch_one(self._sql.vread, (res_type, res_id, version))
         return self._vread_row(res_type, res_id, version, row)
 
@@ -1033,12 +1169,32 @@ class FhirStore:
                 v.c.last_updated.desc(), v.c.rid.desc(), v.c.version_id.desc()
             ).limit(limit + 1)
             rows = conn.execute(stmt).all()
+            # Versions stored without content (not deletions) share the resource row's.
+            shared = sorted({r[6] for r in rows if r[5] is None and r[4] != "DELETE"})
+            current: dict[int, Any] = {}
+            if shared:
+                found = conn.execute(
+                    select(resources.c.rid, resources.c.content).where(resources.c.rid.in_(shared))
+                )
+                current = {row[0]: row[1] for row in found}
         next_cursor = None
         if len(rows) > limit:
             rows = rows[:limit]
             last_row = rows[-1]
             next_cursor = f"{last_row[3]}.{last_row[6]}.{last_row[2]}"
-        entries = [HistoryEntry(StoredResource(r[0], r[1], r[2], r[3], r[5]), r[4]) for r in rows]
+        entries = [
+            HistoryEntry(
+                StoredResource(
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    current.get(r[6]) if r[5] is None and r[4] != "DELETE" else r[5],
+                ),
+                r[4],
+            )
+            for r in rows
+        ]
         return HistoryPage(entries, next_cursor)
 
 

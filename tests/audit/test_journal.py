@@ -18,7 +18,7 @@ from carecoord.audit.journal import AuditJournal, JournalError, journal_director
 from carecoord.audit.tables import audit_journals
 from carecoord.fhir.access import Agent
 from carecoord.fhir.store import FhirStore
-from carecoord.fhir.tables import resources
+from carecoord.fhir.tables import resource_versions, resources
 
 
 def _event(i: int) -> dict[str, Any]:
@@ -204,3 +204,37 @@ def test_each_database_has_its_own_journal_folder(tmp_path: Path) -> None:
     other = journal_directory(tmp_path, "postgresql+psycopg://cc@db/prod")
     assert one != other and one.parent == other.parent == tmp_path
     assert journal_directory(tmp_path, "sqlite:////data/a.db") == one
+
+
+def test_a_stored_event_keeps_one_copy_of_its_content_and_reads_in_every_way(
+    store: FhirStore, engine: Engine, journal_dir: Path
+) -> None:
+    """An AuditEvent never gets a second version: its version row shares the resource row's
+    content instead of a copy, and vread and history still return it."""
+    journal = AuditJournal(store, journal_dir)
+    store.settle_audit = journal.settle
+    journal.append([_event(7)])
+    assert journal.settle()
+    with engine.connect() as conn:
+        res_id = conn.execute(
+            select(resources.c.res_id).where(resources.c.res_type == "AuditEvent")
+        ).scalar_one()
+        copies = conn.execute(
+            select(func.count())
+            .select_from(resource_versions)
+            .where(
+                resource_versions.c.res_type == "AuditEvent",
+                resource_versions.c.content.is_not(None),
+            )
+        ).scalar_one()
+    assert copies == 0
+    current = store.read("AuditEvent", res_id)
+    assert store.vread("AuditEvent", res_id, 1).content == current.content
+    for page in (store.history("AuditEvent", res_id), store.history("AuditEvent"), store.history()):
+        (entry,) = [e for e in page.entries if e.resource.res_id == res_id]
+        assert entry.method == "POST"
+        assert entry.resource.content == current.content
+        assert orjson.loads(entry.resource.content or b"{}")["entity"][1]["what"]["identifier"] == {
+            "value": "req-7"
+        }
+    journal.close()

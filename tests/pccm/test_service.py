@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,11 +11,12 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
+from carecoord.db import RetryableConflict
 from carecoord.fhir.errors import BusinessRule
 from carecoord.fhir.store import FhirStore
 from carecoord.pccm import service as service_module
 from carecoord.pccm.program import PanelCaps
-from carecoord.pccm.resources import ASSIGNMENT_RULE_SYSTEM, member_notice
+from carecoord.pccm.resources import ASSIGNMENT_RULE_SYSTEM, member_notice, resource_id
 from carecoord.pccm.service import PccmService
 from carecoord.pccm.tables import pccm_assignments
 from carecoord.transitions.codes import CARE_ROLE_SYSTEM, COMMUNICATION_CATEGORY_SYSTEM
@@ -517,3 +519,60 @@ def test_two_batches_at_once_assign_each_member_once(
     assert _count(five) == 5
     assert len(_all(five, "Task")) == 5 and len(_all(five, "Communication")) == 5
     assert len(_all(five, "CareTeam")) == 5
+
+
+def test_a_deleted_care_team_is_brought_back_when_the_member_changes_pcp(
+    five: FhirStore,
+) -> None:
+    service = _service(five)
+    service.assign_all("default")
+    [team] = _all(five, "CareTeam", [("patient", "Patient/m1")])
+    five.delete("CareTeam", team["id"])
+    assert _all(five, "CareTeam", [("patient", "Patient/m1")]) == []
+    first = _pcp_of(five, "m1")
+    other = "far" if first == "PractitionerRole/near" else "near"
+    assert service.choose("default", "m1", other).written
+    [again] = _all(five, "CareTeam", [("patient", "Patient/m1")])
+    assert again["id"] == team["id"] and again["meta"]["versionId"] == "3"
+    assert [p["member"]["reference"] for p in again["participant"]] == [f"PractitionerRole/{other}"]
+
+
+def test_a_resource_already_holding_a_batch_id_stops_the_batch_before_it_writes(
+    five: FhirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch creates its Tasks and notices without looking each id up first (the
+    assignment rows make them new); an id taken anyway still fails the insert, and the
+    transaction of that chunk writes nothing."""
+    monkeypatch.setattr(service_module, "_CHUNK", 2)
+    program = default_program().name
+    squatter = {"resourceType": "Task", "status": "draft", "intent": "order"}
+    five.update("Task", resource_id("task", program, "m3", 1), squatter)
+    with pytest.raises(RetryableConflict):
+        _service(five).assign_all("default")
+    assert _count(five) == 2  # m1 and m2; the chunk of m3 and m4 was rolled back whole
+    assert _pcp_of(five, "m3") is None and _pcp_of(five, "m4") is None
+    assert len(_all(five, "Task")) == 3 and len(_all(five, "Communication")) == 2
+
+
+def test_a_batch_leaves_the_garbage_collector_as_it_found_it(
+    five: FhirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = _service(five)
+    assert gc.isenabled()
+    seen: list[bool] = []
+    service.assign_all("default", progress=lambda done, total: seen.append(gc.isenabled()))
+    assert seen == [False] and gc.isenabled()  # paused while the batch ran, then resumed
+    gc.disable()
+    try:
+        service.assign_all("default")
+        assert not gc.isenabled()  # not switched on behind the process's back
+    finally:
+        gc.enable()
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("store down")
+
+    monkeypatch.setattr(service, "load", boom)
+    with pytest.raises(RuntimeError, match="store down"):
+        service.assign_all("default")
+    assert gc.isenabled()
