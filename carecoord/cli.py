@@ -111,6 +111,7 @@ def serve(
     except ConfigError as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    _freeze_startup_objects()
     uvicorn.run(
         application,
         host=settings.host,
@@ -118,6 +119,21 @@ def serve(
         access_log=False,  # uvicorn's access log prints query strings, which can hold PHI
         log_level=settings.log_level.lower(),
     )
+
+
+def _freeze_startup_objects() -> None:
+    """Keep what start-up built (modules, FHIR models and their checks, the application) out of
+    the cyclic garbage collector's full passes: they live as long as the process, and walking
+    them (~250,000 objects) paused the event loop for 150-270 ms a few times a minute under load
+    (docs/performance.md). Later objects are collected as usual."""
+    import gc
+
+    from carecoord.fhir.types import COORDINATED_TYPES
+    from carecoord.fhir.validation import warm_models
+
+    warm_models(COORDINATED_TYPES)  # what the first request would otherwise build
+    gc.collect()
+    gc.freeze()
 
 
 def _redact(url: str) -> str:
