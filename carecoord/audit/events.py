@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import re
-from datetime import datetime
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from carecoord.fhir.access import Agent
