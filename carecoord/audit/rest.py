@@ -11,7 +11,6 @@ from carecoord.audit.journal import AuditJournal, JournalError
 from carecoord.fhir.access import PATIENT_COMPARTMENT, AccessPolicy, Agent
 from carecoord.fhir.errors import Unavailable
 from carecoord.fhir.store import StoredResource, Writer
-from carecoord.fhir.values import format_instant, to_micros
 
 __all__ = ["ANONYMOUS", "RestAudit"]
 
@@ -47,7 +46,8 @@ class RestAudit:
 
     @staticmethod
     def _now() -> str:
-        return format_instant(to_micros(datetime.now(UTC)))
+        """Now as a FHIR instant, as :func:`format_instant` writes it (UTC, microseconds)."""
+        return datetime.now(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
     def _event(
         self,

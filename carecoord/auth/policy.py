@@ -87,6 +87,28 @@ def _local_ids(
     return patient, fhir_user
 
 
+_TOKEN_POLICIES = 1024
+
+
+def _token_policy(state: Any, scope: str, client_id: str, tenant: str | None) -> AccessPolicy:
+    """The policy of a bearer token's grant: immutable, so one per scope, client and tenant is
+    kept per application (with the access rules it has built) instead of one per request."""
+    policies: dict[tuple[str, str, str | None], AccessPolicy] | None = getattr(
+        state, "token_policies", None
+    )
+    if policies is None:
+        policies = state.token_policies = {}
+    key = (scope, client_id, tenant)
+    policy = policies.get(key)
+    if policy is None:
+        if len(policies) >= _TOKEN_POLICIES:
+            policies.clear()
+        policy = policies[key] = AccessPolicy.from_scope_string(
+            scope, Agent("client", client_id), tenant=tenant
+        )
+    return policy
+
+
 async def request_policy(request: Request) -> AccessPolicy | None:
     """The caller's policy; None when authentication is switched off. 401 when unauthenticated."""
     state = request.app.state
@@ -110,9 +132,7 @@ async def request_policy(request: Request) -> AccessPolicy | None:
                 "The access token is invalid or expired",
                 headers=_challenge("invalid_token", "The access token is invalid or expired"),
             )
-        policy = AccessPolicy.from_scope_string(
-            grant.scope, Agent("client", grant.client_id), tenant=grant.tenant
-        )
+        policy = _token_policy(state, grant.scope, grant.client_id, grant.tenant)
     else:
         source: SessionSource | None = getattr(state, "session_source", None)
         session = await source(request) if source is not None else None

@@ -166,6 +166,23 @@ def test_scope_query_restrictions_limit_rows(
         assert c.get("/fhir/Observation/obs-pa").status_code == 404
 
 
+def test_tokens_with_other_grants_never_share_a_policy(
+    app_and_admin: tuple[Any, TestClient], engine: Engine, settings: Settings
+) -> None:
+    """Each grant's policy is built once per application and kept; requests with another
+    token's grant, interleaved on the same application, keep their own limits."""
+    app, admin = app_and_admin
+    narrow = bearer(issue_token(engine, settings, "system/Observation.rs", client_id="obs-only"))
+    app.state.token_policies.clear()
+    for _ in range(3):
+        assert admin.get("/fhir/Condition/cond-pa").status_code == 200
+        assert admin.get("/fhir/Condition/cond-pa", headers=narrow).status_code == 403
+        assert admin.get("/fhir/Observation/obs-pa", headers=narrow).status_code == 200
+    kept = app.state.token_policies
+    assert sorted(client for _, client, _ in kept) == ["admin", "obs-only"]
+    assert {policy.agent.who for policy in kept.values()} == {"admin", "obs-only"}
+
+
 # -- patient compartment (launch session with patient A) -----------------------------------------
 
 

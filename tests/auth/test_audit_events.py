@@ -7,10 +7,11 @@ from typing import Any
 import pytest
 
 from carecoord.audit.events import audit_event, audit_index, patients_in
+from carecoord.audit.rest import RestAudit
 from carecoord.fhir.access import Agent
 from carecoord.fhir.searchparams import default_registry, extract_index
 from carecoord.fhir.validation import validate_resource
-from carecoord.fhir.values import format_instant
+from carecoord.fhir.values import date_range, format_instant
 
 EVENTS = [
     audit_event(
@@ -68,3 +69,10 @@ def test_patients_in_finds_referenced_patients() -> None:
     body = b'{"subject":{"reference":"Patient/p1"},"performer":[{"reference":"Patient/p2"}]}'
     assert patients_in("Observation", "o", body) == {"p1", "p2"}
     assert patients_in("Patient", "p3", b"{}") == {"p3"}
+
+
+def test_reads_are_recorded_at_the_instant_the_store_writes() -> None:
+    """The REST audit's ``recorded`` is a microsecond UTC instant in the store's own format."""
+    recorded = RestAudit._now()
+    low, high = date_range(recorded)
+    assert low == high and format_instant(low) == recorded
