@@ -256,8 +256,41 @@ class Writer:
         if not self._pg:
             self._flush_rows()
             return
+        bulk = self._take_bulk_rows()
         with _created_concurrently(), self._db.pipeline():
             self._flush_rows()
+        if bulk:
+            with _created_concurrently():
+                self._copy_rows(bulk)
+
+    def _take_bulk_rows(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """PostgreSQL: when many version and index rows are buffered (a batch, an import, the
+        audit journal), take them out to be sent with ``COPY`` after the pipeline: the driver
+        binds each ``executemany`` row on its own (~10 µs a row), ``COPY`` streams them (an
+        AuditEvent's twelve rows: 130 µs of the writer's CPU against 40 µs). A few rows (one API
+        create) stay in the pipeline, one round trip instead of one per table."""
+        count = len(self._versions) + sum(len(rows) for rows in self._index.values())
+        if count < _COPY_ROWS:
+            return []
+        bulk: list[tuple[str, list[tuple[Any, ...]]]] = []
+        if self._versions:
+            bulk.append((_COPY_VERSIONS, self._versions))
+            self._versions = []
+        for kind, rows in self._index.items():
+            if rows:
+                bulk.append((_COPY_INDEX[kind], rows))
+                self._index[kind] = []
+        return bulk
+
+    def _copy_rows(self, bulk: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        cur = self._db.cursor()
+        try:
+            for statement, rows in bulk:
+                with cur.copy(statement) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+        finally:
+            cur.close()
 
     def _flush_rows(self) -> None:
         self._run_deferred()
@@ -759,6 +792,16 @@ _STORED_INDEX_ROWS = " UNION ALL ".join(
     + f" FROM idx_{kind} WHERE rid = ?"
     for n, kind in enumerate(KINDS)
 )
+#: PostgreSQL: buffered version and index rows from which a flush sends them with ``COPY``.
+_COPY_ROWS = 200
+_COPY_VERSIONS = (
+    "COPY resource_versions (rid, version_id, res_type, res_id, last_updated, method, content) "
+    "FROM STDIN"
+)
+_COPY_INDEX = {
+    kind: f"COPY idx_{kind} ({', '.join(('rid', 'res_type', 'param', *columns))}) FROM STDIN"
+    for kind, columns in _INDEX_COLUMNS.items()
+}
 #: Ids per ``IN (...)`` list of :meth:`Writer.taken`.
 _ID_BATCH = 1000
 _MAX_RID = "SELECT max(rid) FROM resources"

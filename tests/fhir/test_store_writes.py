@@ -300,3 +300,46 @@ def test_server_assigned_ids_are_unique_fhir_ids_in_creation_order(plain: FhirSt
         lambda w: [w.create("Patient", patient()).resource.res_id for _ in range(50)]
     )
     assert made == sorted(made) and made[0] > ids[-1]
+
+
+def test_a_large_unit_stores_every_row_a_single_write_would(
+    plain: FhirStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unit with many rows (a batch, an import, the audit journal) sends its version and index
+    rows in bulk on PostgreSQL (COPY): what is stored is what single writes store."""
+    from tests.fhir.factories import observation
+
+    bulk_tables: list[str] = []
+    copy_rows = Writer._copy_rows
+
+    def counted(self: Writer, bulk: list[tuple[str, list[tuple[Any, ...]]]]) -> None:
+        bulk_tables.extend(statement.split()[1] for statement, _ in bulk)
+        copy_rows(self, bulk)
+
+    monkeypatch.setattr(Writer, "_copy_rows", counted)
+
+    def work(w: Writer) -> list[tuple[str, str]]:
+        made = []
+        for i in range(40):
+            pat = w.create("Patient", patient(f"Bulk{i}", "Ana", birthDate="1970-01-02")).resource
+            obs = w.create("Observation", observation(pat.res_id, value=10.0 + i)).resource
+            made += [("Patient", pat.res_id), ("Observation", obs.res_id)]
+        return made
+
+    made = plain.write(work)
+    single = plain.write(lambda w: w.create("Patient", patient("Single", "Ana")).resource)
+    for res_type, res_id in [*made, ("Patient", single.res_id)]:
+        _assert_index_is_current(plain, res_type, res_id)
+        current = plain.read(res_type, res_id)
+        assert plain.vread(res_type, res_id, 1).content == current.content
+        (entry,) = plain.history(res_type, res_id).entries
+        assert entry.resource.content == current.content
+    found = plain.search(plain.parse("Observation", [("value-quantity", "gt49")]))
+    assert len(found.matches) == 0 + sum(1 for i in range(40) if 10.0 + i > 49)
+    by_name = plain.search(plain.parse("Patient", [("family", "Bulk3"), ("birthdate", "1970")]))
+    assert len(by_name.matches) == 11  # Bulk3 and Bulk30-Bulk39
+    if plain.engine.dialect.name == "postgresql":  # the bulk path ran, for every kind it holds
+        assert set(bulk_tables) >= {"resource_versions", "idx_token", "idx_reference", "idx_date"}
+        assert {"idx_string", "idx_number"} <= set(bulk_tables)
+    else:
+        assert bulk_tables == []
