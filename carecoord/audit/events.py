@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import re
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 from carecoord.fhir.access import Agent
 from carecoord.fhir.searchparams import IndexRows, parse_reference
-from carecoord.fhir.values import date_range, to_micros
+from carecoord.fhir.values import date_range
 
 __all__ = ["ACTIONS", "audit_event", "audit_index", "patients_in"]
 
@@ -144,16 +142,6 @@ def audit_event(
     return event
 
 
-def _recorded_range(recorded: str) -> tuple[int, int]:
-    """:func:`date_range` of ``recorded``; the service's own instants (UTC, microseconds, as
-    :func:`format_instant` writes them) are read directly."""
-    if len(recorded) == 27 and recorded[19] == "." and recorded[26] == "Z":
-        with contextlib.suppress(ValueError):
-            micros = to_micros(datetime.fromisoformat(recorded))
-            return micros, micros
-    return date_range(recorded)
-
-
 def audit_index(event: dict[str, Any]) -> IndexRows:
     """The search-index rows of an event made by :func:`audit_event`, built directly.
 
@@ -198,6 +186,6 @@ def audit_index(event: dict[str, Any]) -> IndexRows:
         "token": token,
         "string": [],
         "reference": reference,
-        "date": [("date", *_recorded_range(event["recorded"]))],
+        "date": [("date", *date_range(event["recorded"]))],
         "number": [],
     }

@@ -37,11 +37,8 @@ _MAX_BATCH = 256
 Key = tuple[str, str]
 
 
-class _Batch:
-    """The reads of one loop turn, waiting for their shared query."""
-
-    def __init__(self) -> None:
-        self.waiting: dict[Key, list[asyncio.Future[Any]]] = {}
+#: The reads waiting for one shared query: their futures by resource.
+Waiting = dict[Key, list[asyncio.Future[Any]]]
 
 
 class AsyncReader:
@@ -59,7 +56,7 @@ class AsyncReader:
         )
         self._max_size = max_size
         self._pools: dict[asyncio.AbstractEventLoop, Pool] = {}
-        self._batches: dict[asyncio.AbstractEventLoop, _Batch] = {}
+        self._batches: dict[asyncio.AbstractEventLoop, Waiting] = {}
         #: Shared read queries in flight per loop, at most ``in_flight`` (see the module doc).
         self._in_flight = max(1, min(in_flight, max_size))
         self._running: dict[asyncio.AbstractEventLoop, int] = {}
@@ -96,28 +93,26 @@ class AsyncReader:
         loop = asyncio.get_running_loop()
         batch = self._batches.get(loop)
         if batch is None:
-            batch = self._batches[loop] = _Batch()
+            batch = self._batches[loop] = {}
             if self._running.get(loop, 0) < self._in_flight:
                 loop.call_soon(self._send, loop)  # else sent when a query comes back
         future: asyncio.Future[Any] = loop.create_future()
-        batch.waiting.setdefault((res_type, res_id), []).append(future)
+        batch.setdefault((res_type, res_id), []).append(future)
         return await future
 
     def _send(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._batches.pop(loop, None)
         if batch is None:
             return
-        keys = list(batch.waiting)
+        keys = list(batch)
         for start in range(0, len(keys), _MAX_BATCH):
-            part = {key: batch.waiting[key] for key in keys[start : start + _MAX_BATCH]}
+            part = {key: batch[key] for key in keys[start : start + _MAX_BATCH]}
             self._running[loop] = self._running.get(loop, 0) + 1
             task = loop.create_task(self._answer(loop, part))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _answer(
-        self, loop: asyncio.AbstractEventLoop, waiting: dict[Key, list[asyncio.Future[Any]]]
-    ) -> None:
+    async def _answer(self, loop: asyncio.AbstractEventLoop, waiting: Waiting) -> None:
         try:
             rows = await self._fetch_many(list(waiting))
         except BaseException as exc:  # every read of the batch gets the error
